@@ -1,0 +1,129 @@
+"""The ``a2o`` command line. The only place in ``a2o/`` that parses argv.
+
+Each sub-command lives in ``a2o/commands/<name>.py`` as ``run(args) -> int`` and is imported only
+when used, so ``a2o --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from a2o.errors import A2OError
+
+log = logging.getLogger("a2o")
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="experiment YAML (see cluster/configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=1e-4 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="a2o",
+        description="A2O: LLM-guided object-class search for video action recognition, on Ray.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # a2o config ...
+    p_cfg = sub.add_parser("config", help="show a resolved config or the documentation of every key")
+    cfg_sub = p_cfg.add_subparsers(dest="action", metavar="ACTION")
+    p = cfg_sub.add_parser("show", help="print the resolved config as YAML")
+    _add_config_args(p, required=False)
+    p.set_defaults(handler="config:show")
+    p = cfg_sub.add_parser("docs", help="list every config key with its default and meaning")
+    p.set_defaults(handler="config:docs")
+
+    # a2o data ...
+    p_data = sub.add_parser("data", help="manifests, frame store, A2O-Synth")
+    data_sub = p_data.add_subparsers(dest="action", metavar="ACTION")
+    p = data_sub.add_parser("prepare", help="read the manifest, split, and decode every video once")
+    _add_config_args(p)
+    p.set_defaults(handler="data:prepare")
+    p = data_sub.add_parser("synth", help="generate the A2O-Synth benchmark")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler="data:synth")
+
+    p = sub.add_parser("detect", help="fill the likelihood-map cache for a class set")
+    _add_config_args(p)
+    p.add_argument("--classes", required=True, help='comma-separated, e.g. "person,ball"')
+    p.set_defaults(handler="detect:run")
+
+    p = sub.add_parser("train", help="run one trial (one class set) outside Tune")
+    _add_config_args(p)
+    p.add_argument("--classes", default="", help='comma-separated; empty = RGB-only baseline')
+    p.set_defaults(handler="train:run")
+
+    p = sub.add_parser("search", help="run a search: config to best model")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.set_defaults(handler="search:run")
+
+    p = sub.add_parser("serve", help="serve a best/ model with Ray Serve")
+    p.add_argument("--model", required=True, help="path of a best/ directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler="serve:run")
+
+    p_llm = sub.add_parser("llm", help="the embedded local LLM")
+    llm_sub = p_llm.add_subparsers(dest="action", metavar="ACTION")
+    p = llm_sub.add_parser("serve", help="start the local OpenAI-compatible server (foreground)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--port", type=int, default=0, help="0 = a free loopback port")
+    p.set_defaults(handler="llm:serve")
+
+    p = sub.add_parser("report", help="write an HTML report of a run")
+    p.add_argument("run_dir")
+    p.set_defaults(handler="report:run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        # `a2o` or `a2o data` alone: show the relevant help.
+        target = {"data": "data", "config": "config", "llm": "llm"}.get(args.command or "")
+        if target:
+            parser.parse_args([target, "--help"])
+        parser.print_help()
+        return 2
+    module_name, func_name = handler.split(":")
+    try:
+        module = importlib.import_module(f"a2o.commands.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"a2o.commands.{module_name}":
+            print(f"a2o {args.command}: not yet available in this version", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return int(getattr(module, func_name)(args) or 0)
+    except A2OError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
