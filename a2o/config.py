@@ -175,7 +175,13 @@ class TrainConfig:
     gpus_per_worker: float = _f(0.0, "GPUs per Ray Train worker (0 = CPU).")
     cpus_per_worker: float = _f(1.0, "CPUs per Ray Train worker (fractions allowed).")
     precision: str = _f("auto", f"Autocast precision, one of {PRECISIONS} ('auto' = bf16 on GPU).")
-    augment: bool = _f(True, "Random crop + flip applied jointly to frames and maps.")
+    augment: bool = _f(True, "Random crop applied jointly to frames and maps (needs data.store_resolution > resolution).")
+    flip: bool = _f(
+        False,
+        "Random horizontal flip of frames and maps. Off by default: it swaps direction-sensitive "
+        "labels such as 'pushing ball left'.",
+    )
+    max_steps_per_epoch: int = _f(0, "Cap on optimiser steps per epoch, for smoke runs (0 = no cap).")
     seed: int = _f(0, "Training seed.")
     eval_segments: int = _f(2, "Temporal segments in the final test evaluation.")
     eval_views: int = _f(3, "Spatial views in the final test evaluation.")
@@ -191,6 +197,7 @@ class TrainConfig:
         _choice(self.precision, "train.precision", PRECISIONS)
         _check(self.eval_segments >= 1, "train.eval_segments", "must be >= 1")
         _check(self.eval_views >= 1, "train.eval_views", "must be >= 1")
+        _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0")
 
 
 @dataclass(frozen=True)
