@@ -1,0 +1,134 @@
+"""Prompt templates and the text blocks the LLM searchers put into them.
+
+Templates are ``string.Template`` files (``$field``) under ``searchers/prompts/``; a user template
+(``llm.prompt_template``) may use any subset of the fields listed in
+:mod:`searchers.prompts`. Rendering is deterministic: the same history gives the same prompt, so
+the replay cache and "same seed + same replies -> same suggestions" hold. Trial ids are random,
+so they never appear in a prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any, Optional
+
+from a2o.errors import ConfigError
+
+__all__ = [
+    "load_template",
+    "render",
+    "format_actions",
+    "format_history",
+    "format_pending",
+    "format_instructions",
+]
+
+BUILTIN = ("icrl_paper", "icrl_small", "pool_enumerate", "pool_combine")
+
+
+def load_template(name: str = "icrl_paper", path: Optional[str] = None) -> str:
+    """Text of a built-in template (``name``) or of a user file (``path``, wins when given)."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise ConfigError(f"llm.prompt_template: cannot read '{path}' ({exc.strerror})") from None
+    if name not in BUILTIN:
+        raise ConfigError(f"llm.prompt: unknown prompt template '{name}'; built-in ones are {list(BUILTIN)}")
+    return resources.files("searchers.prompts").joinpath(f"{name}.txt").read_text(encoding="utf-8")
+
+
+def render(template: str, **fields: Any) -> str:
+    """Fill ``$fields``; unknown ``$names`` in a user template stay as written."""
+    text = string.Template(template).safe_substitute({k: str(v) for k, v in fields.items()})
+    lines = [line.rstrip() for line in text.splitlines()]
+    return "\n".join(lines).strip() + "\n"
+
+
+def format_actions(action_names: Sequence[str]) -> str:
+    return "\n".join(f"- {name}" for name in action_names)
+
+
+def _acc(value: Optional[float]) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def _classwise(classwise: Mapping[str, float]) -> str:
+    return ", ".join(f"{label}: {_acc(acc)}" for label, acc in sorted(classwise.items()))
+
+
+def _entry_lines(index: int, entry: Mapping[str, Any], epochs_per_trial: Optional[int]) -> list[str]:
+    classes = ", ".join(entry.get("classes") or []) or "(none)"
+    lines = [f"Iteration {index}: classes = {classes}"]
+    hparams = entry.get("hyperparameters") or {}
+    if hparams:
+        lines.append("  hyperparameters: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(hparams.items())))
+    status = entry.get("status", "ok")
+    if status == "error":
+        lines.append("  ERRORED: the trial failed; there is no accuracy for this set (treat it as untested).")
+        return lines
+    if status == "invalid":
+        lines.append("  INVALID: the trial reported a non-finite accuracy; there is no usable reward.")
+        return lines
+    lines.append(f"  overall accuracy: {_acc(entry.get('val_accuracy'))}")
+    if status == "early_stopped":
+        of = f" of {epochs_per_trial}" if epochs_per_trial else ""
+        lines.append(
+            f"  STOPPED EARLY by the scheduler at epoch {entry.get('epoch')}{of}: it ranked low among "
+            "trials at that epoch, and the accuracy above is from that epoch."
+        )
+    classwise = entry.get("classwise_accuracy") or {}
+    if classwise:
+        lines.append(f"  class-wise accuracy: {_classwise(classwise)}")
+    return lines
+
+
+def format_history(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    injected: Sequence[Mapping[str, Any]] = (),
+    injected_label: str = "another dataset",
+    epochs_per_trial: Optional[int] = None,
+) -> str:
+    """The iteration history block: one entry per completed trial, oldest first."""
+    blocks: list[str] = []
+    if injected:
+        blocks.append(
+            f"From an earlier search on {injected_label} (different actions; use it as prior "
+            "knowledge of which kinds of cues help, not as results for this task):"
+        )
+        for i, entry in enumerate(injected, 1):
+            blocks.extend(_entry_lines(i, entry, None))
+        blocks.append("")
+        blocks.append("This task so far:")
+    if not history:
+        blocks.append("No iterations yet: propose a first set.")
+        return "\n".join(blocks)
+    for i, entry in enumerate(history, 1):
+        blocks.extend(_entry_lines(i, entry, epochs_per_trial))
+    return "\n".join(blocks)
+
+
+def format_pending(pending: Iterable[Sequence[str]]) -> str:
+    """Proposals still running, so the LLM proposes something different (max_concurrent > 1)."""
+    rows = [", ".join(classes) for classes in pending]
+    if not rows:
+        return ""
+    body = "\n".join(f"- {row}" for row in rows)
+    return (
+        "\nAlready running (results not in yet). Propose a set different from each of these:\n"
+        f"{body}\n"
+    )
+
+
+def format_instructions(response_format: str) -> str:
+    if response_format == "json_schema":
+        return (
+            'Reply with only a JSON object of the form {"classes": ["...", "..."]}, one object '
+            "class per string."
+        )
+    return "Write one object class per line and nothing else: no bullets, numbers, headers or blank lines."
