@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from a2o.train.metrics import (
+    accuracy_from_confusion,
     classwise_accuracy,
+    classwise_from_confusion,
     confusion_matrix,
     ensemble_probabilities,
     evaluate_predictions,
@@ -50,6 +52,10 @@ def test_confusion_matrix_rows_are_true_labels():
     assert matrix.dtype == np.int64
     np.testing.assert_array_equal(matrix, expected)
     assert matrix.trace() / matrix.sum() == pytest.approx(0.7)
+    # the same numbers from the matrix alone (what DDP ranks all-reduce)
+    assert accuracy_from_confusion(torch.tensor(matrix)) == pytest.approx(0.7)
+    assert classwise_from_confusion(matrix, LABELS) == classwise_accuracy(PREDICTIONS, TARGETS, LABELS)
+    assert math.isnan(accuracy_from_confusion(np.zeros((2, 2))))
 
 
 def test_metrics_reject_bad_ids():

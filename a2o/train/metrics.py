@@ -22,6 +22,8 @@ __all__ = [
     "top1_accuracy",
     "classwise_accuracy",
     "confusion_matrix",
+    "accuracy_from_confusion",
+    "classwise_from_confusion",
     "ensemble_probabilities",
     "evaluate_predictions",
 ]
@@ -81,6 +83,30 @@ def confusion_matrix(predictions: Any, targets: Any, num_labels: int) -> np.ndar
     matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
     np.add.at(matrix, (true, predicted), 1)
     return matrix
+
+
+def accuracy_from_confusion(confusion: Any) -> float:
+    """Top-1 accuracy of a (K, K) confusion matrix (e.g. summed over DDP ranks); NaN when empty."""
+    matrix = _as_numpy(confusion)
+    total = matrix.sum()
+    return float(np.trace(matrix) / total) if total else float("nan")
+
+
+def classwise_from_confusion(confusion: Any, labels: Sequence[str]) -> dict[str, float]:
+    """``{label: accuracy}`` from a (K, K) confusion matrix, rows = true; empty rows are omitted.
+
+    Same result as :func:`classwise_accuracy` on the predictions the matrix counts; lets DDP ranks
+    all-reduce one matrix instead of gathering predictions.
+    """
+    matrix = _as_numpy(confusion)
+    if matrix.shape != (len(labels), len(labels)):
+        raise ValueError(f"confusion matrix of shape {matrix.shape} for {len(labels)} labels")
+    support = matrix.sum(axis=1)
+    return {
+        str(label): float(matrix[label_id, label_id] / support[label_id])
+        for label_id, label in enumerate(labels)
+        if support[label_id] > 0
+    }
 
 
 def ensemble_probabilities(clip_logits: Any) -> np.ndarray:
