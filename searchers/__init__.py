@@ -1,0 +1,97 @@
+"""Ray Tune searchers over object-class sets: ICRL, its paper baselines, and users' baselines.
+
+=========  ====================================================  ===============================
+name       class                                                 what it is
+=========  ====================================================  ===============================
+icrl       :class:`searchers.icrl.ICRLSearcher`                  the A2O agent (history in prompt)
+static     :class:`searchers.static.StaticPromptSearcher`        paper: no history, T samples
+pool       :class:`searchers.pool.PromptPoolSearcher`            paper: enumerate, then combine
+ood        :class:`searchers.ood.OODHistorySearcher`             paper: another dataset's history
+hybrid     :class:`searchers.hybrid.HybridSearcher`              paper: {lr, wd} + ICRL
+random     :class:`searchers.random_search.RandomSubsetSearcher` random vocabulary subsets
+optuna     :class:`searchers.optuna_search.OptunaTPESearcher`    TPE over vocabulary flags
+=========  ====================================================  ===============================
+
+Modules are imported on first use, so ``import searchers`` pulls in neither Ray nor openai.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+__all__ = ["SEARCHER_CLASSES", "LLM_SEARCHERS", "create_searcher", "searcher_from_config"]
+
+SEARCHER_CLASSES: dict[str, tuple[str, str]] = {
+    "icrl": ("searchers.icrl", "ICRLSearcher"),
+    "static": ("searchers.static", "StaticPromptSearcher"),
+    "pool": ("searchers.pool", "PromptPoolSearcher"),
+    "ood": ("searchers.ood", "OODHistorySearcher"),
+    "hybrid": ("searchers.hybrid", "HybridSearcher"),
+    "random": ("searchers.random_search", "RandomSubsetSearcher"),
+    "optuna": ("searchers.optuna_search", "OptunaTPESearcher"),
+}
+LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
+
+
+def create_searcher(name: str, **kwargs: Any):
+    """Build the searcher registered as ``name`` with the class's own keyword arguments.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the valid names).
+    """
+    if name not in SEARCHER_CLASSES:
+        raise ValueError(f"unknown searcher '{name}'; valid names: {sorted(SEARCHER_CLASSES)}")
+    module_name, class_name = SEARCHER_CLASSES[name]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if name in LLM_SEARCHERS:
+        llm = kwargs.pop("llm")
+        action_names = kwargs.pop("action_names")
+        return cls(llm, action_names, **kwargs)
+    return cls(kwargs.pop("vocabulary"), **kwargs)
+
+
+def searcher_from_config(
+    search: Any,
+    llm: Any,
+    *,
+    action_names: list[str],
+    llm_base_url: Optional[str] = None,
+    replay_cache_path: Optional[str] = None,
+    epochs_per_trial: Optional[int] = None,
+):
+    """Searcher from ``SearchConfig`` and ``LLMConfig`` sections (for entry points).
+
+    Args:
+        search: :class:`a2o.config.SearchConfig`.
+        llm: :class:`a2o.config.LLMConfig`.
+        action_names: The dataset's target action names.
+        llm_base_url: The endpoint when ``llm.base_url`` is ``'local'`` (the embedded server's URL).
+        replay_cache_path: Replay-cache file in the run's storage (used when ``llm.replay_cache``).
+        epochs_per_trial: ``train.epochs``, so early-stopped trials are marked in the prompt.
+    """
+    common = {"max_classes": search.max_classes, "num_trials": search.num_trials, "seed": search.seed}
+    if search.searcher in ("random", "optuna"):
+        return create_searcher(search.searcher, vocabulary=search.vocabulary, **common)
+    from searchers.llm_client import LLMClientSpec
+
+    spec = LLMClientSpec.from_config(llm, base_url=llm_base_url, cache_path=replay_cache_path)
+    response_format = llm.response_format
+    if response_format == "auto":
+        response_format = "json_schema" if llm.base_url == "local" else "text"
+    kwargs: dict[str, Any] = dict(
+        common,
+        llm=spec,
+        action_names=action_names,
+        task_description=search.task_description,
+        max_reasks=search.max_reasks,
+        initial_classes=search.initial_classes or None,
+        vocabulary=search.vocabulary or None,
+        response_format=response_format,
+        epochs_per_trial=epochs_per_trial,
+    )
+    if search.searcher != "pool":
+        kwargs.update(prompt=llm.prompt, prompt_template=llm.prompt_template or None)
+    if search.searcher == "ood":
+        kwargs["ood_history"] = search.ood_history
+    return create_searcher(search.searcher, **kwargs)

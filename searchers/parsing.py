@@ -43,12 +43,13 @@ def sanitize_class_text(text: str, *, max_chars: int = MAX_CHARS) -> str | None:
     phrase = str(text).strip()
     if len(phrase) > 4 * max_chars:  # a paragraph, not a noun phrase
         return None
-    for _ in range(3):  # "1. - **ball**" has nested decorations
+    # Parentheticals and markdown emphasis anywhere: "**racket** (held)" -> "racket".
+    phrase = _PAREN.sub(" ", phrase).replace("*", "").replace("`", "").strip()
+    for _ in range(3):  # "1. - ball" has nested decorations
         stripped = _LEAD.sub("", phrase).strip().strip("*`\"'\u201c\u201d\u2018\u2019").strip()
         if stripped == phrase:
             break
         phrase = stripped
-    phrase = _PAREN.sub(" ", phrase)
     phrase = normalize_phrase(phrase).strip(" .,:;!?")
     if phrase.startswith(("a ", "an ", "the ")):
         phrase = phrase.split(" ", 1)[1]

@@ -39,7 +39,7 @@ ReplySpec = Union[str, Reply, Callable[[dict], Union[str, Reply]]]
 @dataclass
 class RecordedRequest:
     path: str
-    headers: dict
+    headers: dict  # lower-case names
     body: dict
 
 
@@ -87,7 +87,7 @@ class FakeLLMServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, json.dumps({"error": {"message": "not found"}}))
                     return
-                reply = server._next(RecordedRequest(self.path, dict(self.headers), body))
+                reply = server._next(RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
                 if reply.raw is not None:
@@ -112,7 +112,7 @@ class FakeLLMServer:
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def _next(self, request: RecordedRequest) -> Reply:
