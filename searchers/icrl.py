@@ -21,6 +21,7 @@ from ray.tune.search import Searcher
 
 from a2o.errors import LLMReplyError, LLMUnavailableError
 from searchers import prompting
+from searchers.fallback import fallback_edit
 from searchers.llm_client import ChatClient, LLMClientSpec, classes_response_format
 from searchers.parsing import normalize_phrase, parse_class_reply, sanitize_class_text
 
@@ -103,9 +104,9 @@ class ICRLSearcher(Searcher):
         prompt_template: Path of a user template file (``string.Template``), overriding ``prompt``.
             Read once here and kept in the searcher state.
         response_format: ``"text"`` (plain lines) or ``"json_schema"`` (constrained JSON list).
-        epochs_per_trial: Epochs a trial runs when not stopped; a trial ending before it is marked
-            "stopped early" in the history. When ``None``, a final result without ``done=True``
-            marks it.
+        epochs_per_trial: Epochs a trial runs when not stopped (``train.epochs``); a trial ending
+            before it is marked "stopped early" in the history. When ``None``, the most epochs any
+            trial has reached is the reference.
         injected_history: History entries from another run shown before this run's history (the
             OOD-history baseline). Entries are dicts with ``classes``, ``val_accuracy`` and
             optionally ``classwise_accuracy``.
@@ -453,7 +454,6 @@ class ICRLSearcher(Searcher):
             "value": result.get(self.metric),
             "classwise_accuracy": dict(classwise) if isinstance(classwise, Mapping) else {},
             "epoch": result.get("epoch", result.get("training_iteration")),
-            "done": result.get("done"),  # None when the trainable's result does not say
         }
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -471,10 +471,8 @@ class ICRLSearcher(Searcher):
             status = "error"
         elif not _finite(value):
             status = "invalid"
-        elif self.epochs_per_trial is not None and _finite(last.get("epoch")):
-            status = "early_stopped" if last["epoch"] < self.epochs_per_trial else "ok"
         else:
-            status = "early_stopped" if last.get("done") is False else "ok"
+            status = "ok"  # early stops are marked by _mark_early_stops below
         entry = {
             "classes": list(live["config"]["classes"]),
             "val_accuracy": float(value) if _finite(value) and status != "error" else None,
@@ -491,6 +489,22 @@ class ICRLSearcher(Searcher):
             logger.warning("Trial %s reported a non-finite %s (%r); recorded as invalid", trial_id,
                            self.metric, value)
         self.history.append(entry)
+        self._mark_early_stops()
+
+    def _mark_early_stops(self) -> None:
+        """Mark trials that ended before the full epoch budget (a scheduler such as ASHA stopped them).
+
+        Tune reports ``done=True`` for scheduler-stopped trials too, so the epoch reached is the only
+        signal: it is compared with ``epochs_per_trial`` or, when that is unknown, with the most
+        epochs any trial has reached so far (earlier entries are re-marked as that grows).
+        """
+        epochs = [e["epoch"] for e in self.history if _finite(e.get("epoch"))]
+        reference = self.epochs_per_trial or (max(epochs) if epochs else None)
+        if reference is None:
+            return
+        for e in self.history:
+            if e["status"] in ("ok", "early_stopped") and _finite(e.get("epoch")):
+                e["status"] = "early_stopped" if e["epoch"] < reference else "ok"
 
     # ---------------------------------------------------------------- fallback
     def _class_strength(self) -> dict[str, float]:
@@ -516,28 +530,6 @@ class ICRLSearcher(Searcher):
                 w = sanitize_class_text(w)
                 if w and w not in words and w not in actions:
                     words.append(w)
-        tried = {frozenset(s) for s in self._tried}
-        strength = self._class_strength()
-        candidate = base
-        for attempt in range(50):
-            candidate = list(base)
-            unused = [w for w in words if w not in candidate]
-            if not candidate:
-                size = min(self.target_classes, len(words))
-                candidate = self._rng.sample(words, size)
-            elif attempt == 0 and unused:
-                weakest = min(candidate, key=lambda c: (strength.get(c, math.inf), candidate.index(c)))
-                candidate[candidate.index(weakest)] = self._rng.choice(unused)
-            else:
-                op = self._rng.choice(("swap", "drop", "add"))
-                if op == "drop" and len(candidate) > 1:
-                    candidate.pop(self._rng.randrange(len(candidate)))
-                elif op == "add" and unused and len(candidate) < self.max_classes:
-                    candidate.append(self._rng.choice(unused))
-                elif unused:
-                    candidate[self._rng.randrange(len(candidate))] = self._rng.choice(unused)
-            candidate = candidate[: self.max_classes]
-            if frozenset(candidate) not in tried:
-                return candidate
-        logger.warning("ICRL fallback could not find an untried set; repeating %s", candidate)
-        return candidate
+        return fallback_edit(base, words, tried={frozenset(t) for t in self._tried},
+                             strength=self._class_strength(), rng=self._rng,
+                             max_classes=self.max_classes, target_classes=self.target_classes)
