@@ -1,0 +1,249 @@
+"""One ICRL environment step: class set → likelihood maps → a Ray Train fit → val accuracy.
+
+``run_trial`` is a Tune *function* trainable that builds and fits a ``TorchTrainer`` with
+``TuneReportCallback`` (``Tuner(TorchTrainer)`` fails under Train V2), so rank-0 metrics of every
+epoch reach Tune and ASHA can stop a trial early. ``fit_trial`` is the same path without Tune, used
+by ``a2o train`` and the final full-budget training of the best set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from a2o.config import ExperimentConfig, config_from_dict, config_to_dict
+from a2o.errors import ResourceError, TrainingError
+from a2o.train.loop import TrialInputs, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    detect_stats: dict[str, Any]
+    wall_time_s: float
+
+
+# What the trial function itself holds while its TorchTrainer runs: bookkeeping plus in-process
+# (CPU) detection. Kept small so the Train workers get the cores on a small machine.
+TRIAL_DRIVER_CPUS = 0.5
+
+
+def frames_root(cfg: ExperimentConfig) -> str:
+    """Where ``a2o data prepare`` put the frame grid of this config."""
+    return cfg.storage.path("frames", f"t{cfg.data.num_frames}_r{cfg.data.grid_resolution}")
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def label_names(manifest) -> list[str]:
+    """Label names indexed by label_id (every split, so ids stay stable across few-shot subsets)."""
+    pairs = {int(i): str(n) for i, n in zip(manifest.column("label_id").to_pylist(), manifest.column("label").to_pylist())}
+    if not pairs:
+        raise TrainingError("the frame store holds no videos: run `a2o data prepare` first")
+    return [pairs.get(i, f"label_{i}") for i in range(max(pairs) + 1)]
+
+
+def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: float, *, reserved_cpus: float = 0.0) -> None:
+    """Fail fast when the cluster cannot ever place the trial (Ray would wait forever)."""
+    import ray
+
+    total = ray.cluster_resources()
+    need_cpu = num_workers * cpus_per_worker + reserved_cpus
+    need_gpu = num_workers * gpus_per_worker
+    have_cpu, have_gpu = float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
+    if need_cpu > have_cpu + 1e-9 or need_gpu > have_gpu + 1e-9:
+        raise ResourceError(
+            f"the trial asks for {num_workers} worker(s) × ({cpus_per_worker} CPU, {gpus_per_worker} GPU)"
+            f" = {need_cpu:g} CPU, {need_gpu:g} GPU, but the cluster has {have_cpu:g} CPU, {have_gpu:g} GPU."
+            " Lower train.num_workers / train.cpus_per_worker / train.gpus_per_worker or grow the cluster."
+        )
+
+
+def ensure_trial_maps(cfg: ExperimentConfig, classes: Sequence[str], store, video_ids: Sequence[str]):
+    """Fill the map cache for ``classes`` over ``video_ids`` (train + val only: search never sees
+    test). A GPU detector runs as the Ray Data actor-pool stage; a CPU one in-process."""
+    from a2o.detect.base import ConfigDetectorFactory
+    from a2o.detect.cache import map_cache_for
+    from a2o.detect.stage import RayDataRunner
+
+    factory = ConfigDetectorFactory(cfg.detect)
+    cache = map_cache_for(cfg.storage, cfg.data, cfg.detect)
+    runner = RayDataRunner.from_config(cfg.detect) if cfg.detect.num_gpus_per_actor > 0 else None
+    reader = cache.ensure_maps(list(classes), store, factory, runner=runner, video_ids=list(video_ids))
+    stats = reader.stats
+    log.info(
+        "maps for %d classes: %d (video, class) pairs computed, %d reused (hit ratio %.2f)",
+        len(classes), stats.computed_pairs, stats.reused_pairs, stats.hit_ratio,
+    )
+    return reader, {"computed": stats.computed_pairs, "reused": stats.reused_pairs}
+
+
+def prepare_inputs(cfg: ExperimentConfig, classes: Sequence[str]) -> tuple[TrialInputs, dict[str, Any]]:
+    """Open the frame store, ensure the maps of ``classes`` and list train/val clips."""
+    from a2o.data.framestore import FrameStore
+    from a2o.detect.classes import validate_class_text
+
+    classes = tuple(validate_class_text(c) for c in classes)
+    if len(set(classes)) != len(classes):
+        raise TrainingError(f"class set has duplicates: {list(classes)}")
+    root = frames_root(cfg)
+    store = FrameStore(root)
+    manifest = store.manifest()
+    labels = label_names(manifest)
+    rows = manifest.select(["video_id", "label_id", "split"]).to_pylist()
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "val"]
+    if not train or not val:
+        raise TrainingError(f"frame store {root} needs train and val clips (has {len(train)} train, {len(val)} val)")
+    reader, detect_stats = None, {"computed": 0, "reused": 0}
+    if classes:
+        video_ids = [r["video_id"] for r in train + val]
+        reader, detect_stats = ensure_trial_maps(cfg, classes, store, video_ids)
+    inputs = TrialInputs(
+        frames_root=root,
+        maps=reader,
+        classes=classes,
+        labels=tuple(labels),
+        train_ids=tuple(r["video_id"] for r in train),
+        train_labels=tuple(int(r["label_id"]) for r in train),
+        val_ids=tuple(r["video_id"] for r in val),
+        val_labels=tuple(int(r["label_id"]) for r in val),
+    )
+    return inputs, detect_stats
+
+
+def resolve_checkpoint(cfg: ExperimentConfig, num_labels: int) -> ExperimentConfig:
+    """Turn ``model.checkpoint: tiny`` into a saved local dir, once, on the driver.
+
+    Every rank then loads the same weights through ``from_pretrained(dir)``, the path a published
+    checkpoint takes. (Building it inside the workers fails: transformers' ``save_pretrained``
+    writes nothing on ranks other than 0 once torch.distributed is up.)
+    """
+    import hashlib
+    import json
+    import tempfile
+
+    from a2o.model import save_tiny_checkpoint
+
+    if cfg.model.checkpoint != "tiny":
+        return cfg
+    spec = json.dumps(
+        [config_to_dict(cfg.model), cfg.data.num_frames, cfg.data.resolution, num_labels], sort_keys=True
+    )
+    key = hashlib.sha256(spec.encode()).hexdigest()[:16]
+    root = cfg.storage.root if "://" not in cfg.storage.root else tempfile.gettempdir()
+    directory = os.path.abspath(os.path.join(root, "models", f"tiny-vjepa2-{key}"))
+    if not os.path.exists(os.path.join(directory, "config.json")):
+        tmp = f"{directory}.tmp-{os.getpid()}"
+        save_tiny_checkpoint(tmp, num_labels, cfg.data.num_frames, cfg.data.resolution, cfg.model)
+        try:
+            os.replace(tmp, directory)
+        except OSError:  # another trial finished first: identical weights, keep theirs
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=directory))
+
+
+def apply_trial_overrides(cfg: ExperimentConfig, trial_config: dict[str, Any]) -> ExperimentConfig:
+    """Hyperparameters a searcher may set besides the classes (the hybrid {lr, wd} + ICRL space)."""
+    train_changes = {k: trial_config[k] for k in ("lr", "weight_decay") if k in trial_config}
+    if "epochs" in trial_config:
+        train_changes["epochs"] = int(trial_config["epochs"])
+    if not train_changes:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_changes))
+
+
+def fit_trial(
+    cfg: ExperimentConfig,
+    classes: Sequence[str],
+    *,
+    epochs: int | None = None,
+    name: str | None = None,
+    in_tune: bool = False,
+) -> TrialResult:
+    """Ensure maps, then build and fit the ``TorchTrainer`` for one class set."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    tcfg = cfg.train
+    check_resources(
+        tcfg.num_workers, tcfg.cpus_per_worker, tcfg.gpus_per_worker,
+        reserved_cpus=TRIAL_DRIVER_CPUS if in_tune else 0.0,
+    )
+    inputs, detect_stats = prepare_inputs(cfg, classes)
+    cfg = resolve_checkpoint(cfg, len(inputs.labels))
+    callbacks = []
+    if in_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    use_gpu = tcfg.gpus_per_worker > 0
+    resources = {"CPU": tcfg.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = tcfg.gpus_per_worker
+    run_name = name or f"trial-{int(time.time() * 1000)}"
+    run_name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_name)[:120]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": config_to_dict(cfg),
+            "inputs": inputs,
+            "epochs": epochs or tcfg.epochs,
+            "extra_metrics": {
+                "maps_computed": int(detect_stats.get("computed", 0)),
+                "maps_reused": int(detect_stats.get("reused", 0)),
+            },
+        },
+        scaling_config=ScalingConfig(
+            num_workers=tcfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name, storage_path=_absolute(cfg.storage.path("train")), callbacks=callbacks
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; keep the cause, name the trial
+        raise TrainingError(f"trial {run_name} failed: {exc}") from exc
+    metrics = dict(result.metrics or {})
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    return TrialResult(metrics, checkpoint, detect_stats, time.perf_counter() - started)
+
+
+def trainable_for(cfg: ExperimentConfig):
+    """``run_trial`` bound to the experiment, with the trial's own (small) resource request."""
+    from ray import tune
+
+    bound = tune.with_parameters(run_trial, experiment=config_to_dict(cfg))
+    return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
+
+
+def run_trial(config: dict[str, Any], experiment: dict[str, Any] | None = None) -> None:
+    """Tune function trainable: ``tune.with_parameters(run_trial, experiment=config_to_dict(cfg))``.
+
+    ``config`` is the searcher's suggestion: ``{"classes": [...]}`` plus optional ``lr`` /
+    ``weight_decay``. Per-epoch metrics (val_accuracy, classwise_accuracy, loss, epoch, classes,
+    maps_computed, maps_reused) reach Tune through ``TuneReportCallback``.
+    """
+    import ray.tune
+
+    if experiment is None:
+        raise TrainingError("run_trial needs the experiment config: tune.with_parameters(run_trial, experiment=...)")
+    cfg = apply_trial_overrides(config_from_dict(experiment), config)
+    classes = list(config.get("classes") or [])
+    trial_name = ray.tune.get_context().get_trial_name() if ray.tune.get_context() else None
+    # Nothing is returned: a returned dict would reach Tune as one more (epoch-less) result.
+    fit_trial(cfg, classes, name=trial_name, in_tune=True)
