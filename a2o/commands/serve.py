@@ -1,0 +1,51 @@
+"""``a2o serve --model runs/x/best [--host 127.0.0.1 --port 8000]``: serve a best/ model over HTTP.
+
+Connects to Ray like the other commands (``ray.address`` from best/config.yaml, else RAY_ADDRESS,
+else a private local cluster), starts Serve's HTTP proxy on host:port (loopback by default),
+deploys :func:`a2o.serve.app.build_app` and blocks until interrupted. Extra ``--set
+serve.max_batch_size=8``-style overrides are applied when the parser provides ``args.overrides``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+
+def run(args) -> int:
+    from ray import serve
+
+    from a2o.commands._ray import connect
+    from a2o.serve.app import APP_NAME, build_app
+    from a2o.serve.best import read_best
+
+    overrides = list(getattr(args, "overrides", None) or [])
+    best = read_best(args.model)  # fails fast, before Ray starts, on a wrong path
+    app = build_app({"model": best.root, "overrides": overrides})
+    started = connect(best.config.ray.address, best.config.ray.num_cpus)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        base = f"http://{args.host}:{args.port}"
+        print(f"serving {best.root}")
+        print(
+            f"  predict : curl -X POST -H 'Content-Type: video/mp4' --data-binary @clip.mp4 '{base}/v1/predict?top_k=5'"
+        )
+        print(f"  model   : {base}/v1/model")
+        print(f"  openapi : {base}/openapi.json (docs: {base}/docs)")
+        print("Ctrl-C stops the server.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        if started:  # our private cluster: take everything down
+            import ray
+
+            serve.shutdown()
+            ray.shutdown()
+        else:  # a shared cluster: remove only our application
+            serve.delete(APP_NAME)
+    return 0
