@@ -93,6 +93,23 @@ def _fs(uri: str):
     return fsspec.core.url_to_fs(uri)
 
 
+def _is_local(fs) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def _parquet_source(fs, path: str):
+    """A source pyarrow reads without Python file objects.
+
+    pyarrow 26 can abort the interpreter at exit (``terminate called without an active
+    exception``) after reading Parquet through a Python file object, so local files go to arrow
+    by path and remote ones through an arrow-owned buffer.
+    """
+    if _is_local(fs):
+        return path
+    return pa.BufferReader(pa.py_buffer(fs.cat_file(path)))
+
+
 def _write_atomic(table: pa.Table, fs, path: str, **kwargs) -> None:
     """Write Parquet under a temp name then rename, so readers never see half a file."""
     folder, name = path.rsplit("/", 1)
@@ -152,8 +169,7 @@ def _scan_shards(fs, path: str) -> pa.Table:
         return INDEX_SCHEMA.empty_table()
     parts = []
     for shard in sorted(p for p in fs.ls(shard_dir, detail=False) if not p.rsplit("/", 1)[-1].startswith(".")):
-        with fs.open(shard, "rb") as fh:
-            ids = pq.read_table(fh, columns=["video_id", "source_key"])
+        ids = pq.read_table(_parquet_source(fs, shard), columns=["video_id", "source_key"])
         name = shard.rsplit("/", 1)[-1]
         parts.append(ids.append_column("shard", pa.array([name] * ids.num_rows, pa.string()))
                      .append_column("row_group", pa.array(range(ids.num_rows), pa.int32())))
@@ -273,8 +289,7 @@ class FrameStore:
             grid = json.load(fh)
         self.num_frames: int = int(grid["num_frames"])
         self.resolution: int = int(grid["resolution"])
-        with self._fs.open(f"{self._path}/index.parquet", "rb") as fh:
-            index = pq.read_table(fh).to_pylist()
+        index = pq.read_table(_parquet_source(self._fs, f"{self._path}/index.parquet")).to_pylist()
         self._index = {e["video_id"]: (e["shard"], int(e["row_group"])) for e in index}
         self._files: OrderedDict = OrderedDict()
         self._pid = os.getpid()
@@ -292,8 +307,7 @@ class FrameStore:
 
     def manifest(self) -> pa.Table:
         """The manifest rows whose frames are stored (all splits), as of the last prepare."""
-        with self._fs.open(f"{self._path}/manifest.parquet", "rb") as fh:
-            return pq.read_table(fh).cast(MANIFEST_SCHEMA)
+        return pq.read_table(_parquet_source(self._fs, f"{self._path}/manifest.parquet")).cast(MANIFEST_SCHEMA)
 
     def video_ids(self) -> list[str]:
         """Ids of the prepared videos of the current manifest, sorted."""
@@ -305,7 +319,7 @@ class FrameStore:
         if shard not in self._files:
             if len(self._files) >= self._MAX_OPEN:
                 self._files.popitem(last=False)
-            self._files[shard] = pq.ParquetFile(self._fs.open(f"{self._path}/shards/{shard}", "rb"))
+            self._files[shard] = pq.ParquetFile(_parquet_source(self._fs, f"{self._path}/shards/{shard}"))
         self._files.move_to_end(shard)
         return self._files[shard]
 

@@ -7,7 +7,8 @@ the pixels it describes, or the adapter learns nothing.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

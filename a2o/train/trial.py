@@ -13,8 +13,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from a2o.config import ExperimentConfig, config_from_dict, config_to_dict
 from a2o.errors import ResourceError, TrainingError
@@ -47,7 +48,7 @@ def _absolute(uri: str) -> str:
 
 def label_names(manifest) -> list[str]:
     """Label names indexed by label_id (every split, so ids stay stable across few-shot subsets)."""
-    pairs = {int(i): str(n) for i, n in zip(manifest.column("label_id").to_pylist(), manifest.column("label").to_pylist())}
+    pairs = {int(i): str(n) for i, n in zip(manifest.column("label_id").to_pylist(), manifest.column("label").to_pylist(), strict=True)}
     if not pairs:
         raise TrainingError("the frame store holds no videos: run `a2o data prepare` first")
     return [pairs.get(i, f"label_{i}") for i in range(max(pairs) + 1)]

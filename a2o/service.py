@@ -1,0 +1,343 @@
+"""The search service: config → data → Tune search → full-budget training of the best set → best/.
+
+Recipe (each step idempotent, so ``--resume`` repeats nothing that finished):
+1. data: manifest + frame store (decoded once, reused);
+2. search: ``Tuner(run_trial)`` with the chosen searcher and scheduler, one live line per trial;
+3. final: train the best class set for ``train.final_epochs``, evaluate on test with clip × view
+   ensembling, write ``best/``, ``results.json`` and a summary table.
+
+The caller connects to Ray first (entry points do; this module never calls ``ray.init``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from a2o.config import ExperimentConfig, config_to_dict
+from a2o.errors import A2OError, TrainingError
+
+log = logging.getLogger("a2o.search")
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def _local_dir(uri: str) -> str:
+    if "://" in uri and not uri.startswith("file://"):
+        raise A2OError(f"{uri}: results and best/ are written to a local or mounted path; use a local storage.root")
+    path = uri.removeprefix("file://")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. data
+
+
+def prepare_data(cfg: ExperimentConfig):
+    """Manifest and frame store (reused when already prepared). Returns (manifest, labels)."""
+    from a2o.data.framestore import prepare_frame_store
+    from a2o.data.manifest import load_manifest, write_manifest
+    from a2o.train.trial import frames_root, label_names
+
+    if cfg.data.dataset == "synthetic":
+        from a2o.data.synthetic import generate_synth
+
+        if not cfg.data.root:
+            raise A2OError("data.root: set the A2O-Synth directory (it is generated there if missing)")
+        generate_synth(cfg.data.root, preset=cfg.data.synth_preset, seed=cfg.data.seed)
+    manifest = load_manifest(cfg.data)
+    write_manifest(manifest, cfg.storage.path("manifest.parquet"))
+    summary = prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=True)
+    log.info(
+        "frame store: %d videos (%d decoded, %d reused, %d skipped)",
+        summary.total, summary.decoded, summary.reused, summary.skipped,
+    )
+    return manifest, label_names(manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. search
+
+
+def _trial_callback_class():
+    from ray.tune import Callback
+
+    class LiveTrialLine(Callback):
+        """One line per finished trial: iteration, diff to the best set so far, val accuracy, time."""
+
+        def __init__(self) -> None:
+            self.count = 0
+            self.best: tuple[float, list[str]] | None = None
+            self.started = time.perf_counter()
+
+        def _line(self, trial, status: str) -> None:
+            self.count += 1
+            classes = list(trial.config.get("classes") or [])
+            result = trial.last_result or {}
+            acc = result.get("val_accuracy")
+            if self.best is None:
+                diff = f"+{len(classes)}"
+            else:
+                best_set = set(self.best[1])
+                added = sorted(set(classes) - best_set)
+                removed = sorted(best_set - set(classes))
+                diff = " ".join([f"+{c}" for c in added] + [f"-{c}" for c in removed]) or "(same as best)"
+            acc_text = f"{acc:.4f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "  n/a "
+            log.info(
+                "[trial %2d] %-10s val_acc=%s epoch=%s time=%5.1fs source=%s diff-vs-best: %s",
+                self.count, status, acc_text, result.get("epoch", "-"),
+                result.get("time_total_s", 0.0), trial.config.get("proposal_source", "-"), diff,
+            )
+            if isinstance(acc, (int, float)) and math.isfinite(acc) and (self.best is None or acc > self.best[0]):
+                self.best = (float(acc), classes)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._line(trial, "done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trial, "ERROR")
+
+    return LiveTrialLine
+
+
+def build_scheduler(cfg: ExperimentConfig):
+    if cfg.search.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=cfg.train.epochs,
+        grace_period=min(cfg.search.asha_grace_period, cfg.train.epochs),
+        reduction_factor=cfg.search.asha_reduction_factor,
+    )
+
+
+@dataclass
+class SearchOutcome:
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    searcher_stats: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _trial_rows(results) -> list[dict[str, Any]]:
+    rows = []
+    for index, result in enumerate(results):
+        config = dict(result.config or {})
+        metrics = dict(result.metrics or {})
+        history = result.metrics_dataframe
+        epochs = int(metrics.get("epoch") or 0)
+        acc = metrics.get("val_accuracy")
+        valid = isinstance(acc, (int, float)) and math.isfinite(acc)
+        rows.append(
+            {
+                "iteration": index + 1,
+                "trial_id": metrics.get("trial_id") or getattr(result, "path", "").rsplit("/", 1)[-1],
+                "classes": list(config.get("classes") or []),
+                "proposal_source": config.get("proposal_source", "-"),
+                "lr": config.get("lr"),
+                "weight_decay": config.get("weight_decay"),
+                "val_accuracy": float(acc) if valid else None,
+                "classwise_accuracy": metrics.get("classwise_accuracy") or {},
+                "epochs": epochs,
+                "val_accuracy_per_epoch": (
+                    [float(x) for x in history["val_accuracy"]] if history is not None and "val_accuracy" in history else []
+                ),
+                "maps_computed": metrics.get("maps_computed", 0),
+                "maps_reused": metrics.get("maps_reused", 0),
+                "time_s": float(metrics.get("time_total_s") or 0.0),
+                "error": str(result.error).splitlines()[0][:300] if result.error else None,
+            }
+        )
+    return rows
+
+
+def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False, llm_base_url: str | None = None) -> SearchOutcome:
+    """Run (or resume) the Tune search; every trial's outcome as plain rows."""
+    from ray import tune
+
+    import searchers
+    from a2o.train.trial import trainable_for
+
+    started = time.perf_counter()
+    storage = _absolute(cfg.storage.path("tune"))
+    experiment_dir = os.path.join(storage, cfg.storage.experiment_name) if "://" not in storage else f"{storage}/{cfg.storage.experiment_name}"
+    trainable = trainable_for(cfg)
+    searcher = None
+    if resume and tune.Tuner.can_restore(experiment_dir):
+        log.info("resuming the search in %s", experiment_dir)
+        tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_errored=True)
+    else:
+        if resume:
+            log.warning("--resume: no search to restore at %s; starting a new one", experiment_dir)
+        searcher = searchers.searcher_from_config(
+            cfg.search,
+            cfg.llm,
+            action_names=[label for label in labels if not label.startswith("label_")],
+            llm_base_url=llm_base_url,
+            replay_cache_path=os.path.join(_local_dir(cfg.storage.root), "llm_replay.jsonl"),
+            epochs_per_trial=cfg.train.epochs,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=build_scheduler(cfg),
+                num_samples=cfg.search.num_trials,
+                max_concurrent_trials=cfg.search.max_concurrent,
+                metric="val_accuracy",
+                mode="max",
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                storage_path=storage,
+                name=cfg.storage.experiment_name,
+                callbacks=[_trial_callback_class()()],
+                verbose=0,
+            ),
+        )
+    results = tuner.fit()
+    rows = _trial_rows(results)
+    valid = [r for r in rows if r["val_accuracy"] is not None]
+    best = max(valid, key=lambda r: (r["val_accuracy"], -r["iteration"])) if valid else None
+    stats = dict(getattr(searcher, "stats", {}) or {}) if searcher is not None else {}
+    return SearchOutcome(rows, best, _jsonable(stats), time.perf_counter() - started)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda o: repr(o)))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. final training, test evaluation, best/
+
+
+def train_and_evaluate_best(
+    cfg: ExperimentConfig, classes: list[str], labels: list[str], manifest, *, device: str = "cpu"
+) -> dict[str, Any]:
+    """Train ``classes`` for the full budget, evaluate on test (clip × view), write best/."""
+    import torch
+    import yaml
+
+    from a2o.detect.base import create_detector, detector_fingerprint
+    from a2o.model import load_recognizer
+    from a2o.train.evaluate import EvalGeometry, evaluate_videos
+    from a2o.train.trial import fit_trial
+
+    log.info("final: training %s for %d epochs", classes, cfg.train.final_epochs)
+    final = fit_trial(cfg, classes, epochs=cfg.train.final_epochs, name="final")
+    if not final.checkpoint_path:
+        raise TrainingError("the final training wrote no checkpoint")
+    model_dir = os.path.join(final.checkpoint_path, "model")
+    model, _meta = load_recognizer(model_dir)
+    model.to(torch.device(device))
+    detector = create_detector(cfg.detect, device=torch.device(device)) if classes else None
+    geometry = EvalGeometry(
+        num_frames=cfg.data.num_frames,
+        grid_resolution=cfg.data.grid_resolution,
+        resolution=cfg.data.resolution,
+        map_resolution=cfg.detect.map_resolution or cfg.data.grid_resolution,
+        segments=cfg.train.eval_segments,
+        views=cfg.train.eval_views,
+    )
+    test_rows = [r for r in manifest.to_pylist() if r["split"] == "test"]
+    test = evaluate_videos(model, detector, classes, geometry, test_rows, labels) if test_rows else None
+    if test is None:
+        log.warning("the dataset has no test split: best/metrics.json holds val accuracy only")
+
+    best_dir = os.path.join(_local_dir(cfg.storage.root), "best")
+    tmp = f"{best_dir}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, os.path.join(tmp, "model"))
+    with open(os.path.join(tmp, "config.yaml"), "w") as fh:
+        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+    metrics = {
+        "classes": classes,
+        "labels": labels,
+        "val_accuracy": final.metrics.get("val_accuracy"),
+        "val_classwise_accuracy": final.metrics.get("classwise_accuracy"),
+        "final_epochs": cfg.train.final_epochs,
+        "test": test,
+        "detector_fingerprint": detector_fingerprint(cfg.detect),
+    }
+    with open(os.path.join(tmp, "metrics.json"), "w") as fh:
+        json.dump(metrics, fh, indent=2)
+    shutil.rmtree(best_dir, ignore_errors=True)
+    os.replace(tmp, best_dir)
+    log.info("best model written to %s", best_dir)
+    return metrics
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table of every trial."""
+    lines = [f"{'iter':>4}  {'val_acc':>7}  {'epochs':>6}  {'source':<22}  classes"]
+    for r in rows:
+        acc = f"{r['val_accuracy']:.4f}" if r["val_accuracy"] is not None else ("ERROR" if r["error"] else "n/a")
+        lines.append(f"{r['iteration']:>4}  {acc:>7}  {r['epochs']:>6}  {str(r['proposal_source'])[:22]:<22}  {', '.join(r['classes'])}")
+    return "\n".join(lines)
+
+
+def write_results(cfg: ExperimentConfig, outcome: SearchOutcome, final: dict[str, Any] | None) -> str:
+    root = _local_dir(cfg.storage.root)
+    results = {
+        "config": config_to_dict(cfg),
+        "searcher": cfg.search.searcher,
+        "scheduler": cfg.search.scheduler,
+        "trials": outcome.trials,
+        "best_trial": outcome.best,
+        "searcher_stats": outcome.searcher_stats,
+        "search_seconds": outcome.seconds,
+        "final": final,
+    }
+    path = os.path.join(root, "results.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(_jsonable(results), fh, indent=2)
+    os.replace(path + ".tmp", path)
+    with open(os.path.join(root, "trials.txt"), "w") as fh:
+        fh.write(summary_table(outcome.trials) + "\n")
+    return path
+
+
+def run_service(
+    cfg: ExperimentConfig, *, resume: bool = False, final_training: bool = True, eval_device: str = "cpu"
+) -> dict[str, Any]:
+    """The whole job. Starts (and stops) the embedded LLM when ``llm.base_url`` is 'local'.
+
+    ``eval_device`` is where the driver runs the final test evaluation (the entry point picks it).
+    """
+    import searchers
+
+    started = time.perf_counter()
+    manifest, labels = prepare_data(cfg)
+    server = None
+    llm_base_url = None
+    if cfg.search.searcher in searchers.LLM_SEARCHERS and cfg.llm.base_url == "local":
+        from searchers.local_llm import start_local_llm
+
+        server = start_local_llm(cfg.llm, _local_dir(cfg.storage.path("logs")))
+        llm_base_url = server.base_url
+    try:
+        outcome = run_search(cfg, labels, resume=resume, llm_base_url=llm_base_url)
+    finally:
+        if server is not None:
+            server.stop()
+    log.info("search finished in %.1f s:\n%s", outcome.seconds, summary_table(outcome.trials))
+    final = None
+    if outcome.best is None:
+        write_results(cfg, outcome, None)
+        raise TrainingError("every trial failed; see results.json and the Tune logs under storage/tune")
+    if final_training:
+        final = train_and_evaluate_best(cfg, outcome.best["classes"], labels, manifest, device=eval_device)
+    path = write_results(cfg, outcome, final)
+    log.info("results: %s (%.1f s in all)", path, time.perf_counter() - started)
+    return {"results": path, "best": outcome.best, "final": final}
