@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from a2o.errors import A2OError
+from a2o.errors import A2OError, SearchInterrupted
 
 log = logging.getLogger("a2o")
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         return int(getattr(module, func_name)(args) or 0)
+    except SearchInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except A2OError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from a2o.errors import ConfigError
 
@@ -214,6 +215,9 @@ class SearchConfig:
     max_reasks: int = _f(2, "Re-asks of the LLM after an unusable reply before the logged fallback.")
     ood_history: str = _f("", "For searcher 'ood': path of another run's results.json to inject.")
     task_description: str = _f("", "Extra dataset description for the prompt (the fixed task c).")
+    trial_retries: int = _f(
+        1, "Retries of a crashed trial (OOM, killed worker) before it is recorded as errored."
+    )
     asha_grace_period: int = _f(1, "ASHA: epochs before a trial can be stopped.")
     asha_reduction_factor: int = _f(2, "ASHA: reduction factor.")
     seed: int = _f(0, "Searcher seed.")
@@ -227,6 +231,7 @@ class SearchConfig:
         _check(self.max_reasks >= 0, "search.max_reasks", "must be >= 0")
         _check(isinstance(self.initial_classes, list), "search.initial_classes", "must be a list")
         _check(isinstance(self.vocabulary, list), "search.vocabulary", "must be a list")
+        _check(self.trial_retries >= 0, "search.trial_retries", "must be >= 0")
         _check(self.asha_grace_period >= 1, "search.asha_grace_period", "must be >= 1")
         _check(self.asha_reduction_factor >= 2, "search.asha_reduction_factor", "must be >= 2")
 
@@ -252,6 +257,11 @@ class LLMConfig:
     )
     local_model: str = _f("qwen2.5-1.5b-instruct", "Embedded model for base_url 'local'.")
     replay_cache: bool = _f(True, "Record replies keyed by prompt so reruns and resumes replay them.")
+    on_unreachable: str = _f(
+        "fail",
+        "An endpoint down at start: 'fail' (stop with a clear message) or 'fallback' (search goes "
+        "on with logged, counted edits of the best set).",
+    )
 
     def __post_init__(self) -> None:
         _check(bool(self.base_url), "llm.base_url", "must be a URL or 'local'")
@@ -261,6 +271,7 @@ class LLMConfig:
         _check(self.max_retries >= 0, "llm.max_retries", "must be >= 0")
         _choice(self.prompt, "llm.prompt", ("paper", "small"))
         _choice(self.response_format, "llm.response_format", ("auto", "json_schema", "text"))
+        _choice(self.on_unreachable, "llm.on_unreachable", ("fail", "fallback"))
 
 
 @dataclass(frozen=True)

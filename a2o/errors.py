@@ -21,6 +21,7 @@ __all__ = [
     "LLMUnavailableError",
     "LLMReplyError",
     "MissingDependencyError",
+    "SearchInterrupted",
 ]
 
 
@@ -62,6 +63,10 @@ class TrainingError(A2OError):
 
 class ResourceError(A2OError):
     """A request asks for more CPUs/GPUs/workers than the cluster has."""
+
+
+class SearchInterrupted(A2OError):
+    """The search stopped before its budget (Ctrl-C); its state is saved for ``--resume``."""
 
 
 class LLMError(A2OError):

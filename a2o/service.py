@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from a2o.config import ExperimentConfig, config_to_dict
-from a2o.errors import A2OError, TrainingError
+from a2o.errors import A2OError, SearchInterrupted, TrainingError
 
 log = logging.getLogger("a2o.search")
 
@@ -162,6 +162,35 @@ def _trial_rows(results) -> list[dict[str, Any]]:
     return rows
 
 
+def preflight_resources(cfg: ExperimentConfig) -> None:
+    """A trial the cluster can never place fails now, with the numbers (Ray would wait forever)."""
+    from a2o.train.trial import TRIAL_DRIVER_CPUS, check_resources
+
+    t = cfg.train
+    check_resources(t.num_workers, t.cpus_per_worker, t.gpus_per_worker, reserved_cpus=TRIAL_DRIVER_CPUS)
+
+
+def preflight_llm(cfg: ExperimentConfig, llm_base_url: str | None) -> None:
+    """An unreachable LLM fails at start (unless llm.on_unreachable=fallback), not trial by trial."""
+    import searchers
+    from a2o.errors import LLMUnavailableError
+
+    if cfg.search.searcher not in searchers.LLM_SEARCHERS:
+        return
+    from searchers.llm_client import LLMClientSpec
+
+    client = LLMClientSpec.from_config(cfg.llm, base_url=llm_base_url).build()
+    try:
+        model = client.ping()
+        log.info("LLM endpoint %s answers (model %s)", llm_base_url or cfg.llm.base_url, model)
+    except LLMUnavailableError as exc:
+        if cfg.llm.on_unreachable == "fail":
+            raise LLMUnavailableError(
+                f"{exc} (set llm.on_unreachable=fallback to search on with logged fallback edits)"
+            ) from None
+        log.warning("%s; llm.on_unreachable=fallback: proposals will be fallback edits", exc)
+
+
 def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False, llm_base_url: str | None = None) -> SearchOutcome:
     """Run (or resume) the Tune search; every trial's outcome as plain rows."""
     from ray import tune
@@ -203,10 +232,19 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
                 storage_path=storage,
                 name=cfg.storage.experiment_name,
                 callbacks=[_trial_callback_class()()],
+                failure_config=tune.FailureConfig(max_failures=cfg.search.trial_retries),
                 verbose=0,
             ),
         )
     results = tuner.fit()
+    finished = results.num_terminated + results.num_errors
+    # Tune returns normally on Ctrl-C. Every A2O searcher fills its budget, so fewer finished
+    # trials than search.num_trials means the search was interrupted.
+    if finished < len(results) or len(results) < cfg.search.num_trials:
+        raise SearchInterrupted(
+            f"the search stopped after {finished} of {cfg.search.num_trials} trials; its state is saved "
+            f"in {experiment_dir}: continue with `a2o search --config … --resume`"
+        )
     rows = _trial_rows(results)
     valid = [r for r in rows if r["val_accuracy"] is not None]
     best = max(valid, key=lambda r: (r["val_accuracy"], -r["iteration"])) if valid else None
@@ -318,6 +356,7 @@ def run_service(
     import searchers
 
     started = time.perf_counter()
+    preflight_resources(cfg)
     manifest, labels = prepare_data(cfg)
     server = None
     llm_base_url = None
@@ -327,6 +366,7 @@ def run_service(
         server = start_local_llm(cfg.llm, _local_dir(cfg.storage.path("logs")))
         llm_base_url = server.base_url
     try:
+        preflight_llm(cfg, llm_base_url)
         outcome = run_search(cfg, labels, resume=resume, llm_base_url=llm_base_url)
     finally:
         if server is not None:

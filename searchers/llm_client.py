@@ -291,6 +291,23 @@ class LLMClient:
             f"embedded server with `a2o llm serve`."
         )
 
+    def ping(self) -> str:
+        """Check that the endpoint answers ``/v1/models``; returns the model name requests use."""
+        import openai
+
+        try:
+            models = list(self._openai.models.list())
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            raise self._unavailable(exc) from None
+        if self.spec.model:
+            return self.spec.model
+        if not models:
+            raise LLMUnavailableError(
+                f"LLM endpoint {self.spec.base_url} lists no models: set llm.model to the model name."
+            )
+        self._resolved_model = models[0].id
+        return models[0].id
+
     def _model_name(self) -> str:
         if self._resolved_model:
             return self._resolved_model

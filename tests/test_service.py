@@ -1,76 +1,180 @@
-"""The search service end to end on tiny A2O-Synth: ICRL over a scripted LLM, best/, resume."""
+"""The search service end to end at tiny scale: `a2o search` (ICRL over a scripted LLM) is
+interrupted with Ctrl-C after its first trial, then `--resume` finishes it; best/ and the table."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
+import yaml
 
-from a2o.config import config_from_dict
 from tests.fake_llm_server import FakeLLMServer
 
 
-@pytest.fixture(scope="module")
-def llm_server():
+def tiny_service_dict(root, **search) -> dict:
+    return {
+        "data": {"dataset": "synthetic", "root": str(root / "synth"), "synth_preset": "tiny",
+                 "num_frames": 8, "resolution": 32},
+        "model": {"tiny_hidden": 32, "tiny_layers": 1},
+        "train": {"epochs": 1, "final_epochs": 1, "batch_size": 4, "num_workers": 1,
+                  "cpus_per_worker": 0.5, "lr": 1e-3, "eval_segments": 2, "eval_views": 1},
+        "search": {"searcher": "icrl", "num_trials": 3, "max_classes": 4, **search},
+        "llm": {"api_key_env": "A2O_TEST_KEY", "response_format": "text"},
+        "storage": {"root": str(root / "run"), "experiment_name": "svc"},
+        "ray": {"num_cpus": 2},
+    }
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_search_interrupt_then_resume(ray_local, tmp_path, monkeypatch, capsys):
+    from a2o.cli import main
+
     server = FakeLLMServer(["ball\nhand\nbox", "- Cup\n- hand\n- ../../etc"], default="ball\ncup\nfloor")
-    yield server
+    monkeypatch.setenv("A2O_TEST_KEY", "sk-secret-do-not-log")
+    config = tiny_service_dict(tmp_path)
+    config["llm"]["base_url"] = server.url
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_path = tmp_path / "first_run.log"
+
+    # 1. `a2o search` in its own process (own Ray), interrupted once trial 1 has finished.
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "a2o.cli", "search", "--config", str(path)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )
+        try:
+            wait_for(lambda: "[trial  1]" in log_path.read_text(), 300, "the first trial")
+            proc.send_signal(signal.SIGINT)
+            returncode = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    first_log = log_path.read_text()
+    assert returncode == 130, first_log[-3000:]
+    assert "--resume" in first_log
+    assert "sk-secret-do-not-log" not in first_log
+    assert not os.path.exists(tmp_path / "run" / "best")
+    asked_before_resume = len(server.chat_requests)
+
+    # 2. `--resume` in this process: finishes the budget without repeating trial 1.
+    capsys.readouterr()
+    assert main(["search", "--config", str(path), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "best classes" in out and "test" in out
+
+    root = tmp_path / "run"
+    results = json.loads((root / "results.json").read_text())
+    trials = results["trials"]
+    assert len(trials) == 3
+    assert trials[0]["classes"] == ["ball", "hand", "box"]
+    # The second reply is sanitised: bullets and case stripped, the path-like text dropped.
+    assert trials[1]["classes"] == ["cup", "hand"]
+    assert all(t["val_accuracy"] is not None for t in trials)
+    assert [t["classes"] for t in trials].count(["ball", "hand", "box"]) == 1  # nothing repeated
+    assert len(server.chat_requests) >= asked_before_resume  # resumed proposals were new asks
+    assert "sk-secret-do-not-log" not in (root / "results.json").read_text()
+    # Maps of classes seen before the interrupt are reused, not recomputed.
+    assert trials[2]["maps_reused"] > 0
+
+    table = (root / "trials.txt").read_text().splitlines()
+    assert len(table) == 4 and "ball, hand, box" in table[1]
+    assert sorted(os.listdir(root / "best")) == ["config.yaml", "metrics.json", "model"]
+    metrics = json.loads((root / "best" / "metrics.json").read_text())
+    assert metrics["classes"] == results["best_trial"]["classes"]
+    assert metrics["test"]["num_samples"] == 4  # the tiny preset's test split
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def service_cfg(tmp_path_factory, llm_server):
-    root = tmp_path_factory.mktemp("service")
-    return config_from_dict(
-        {
-            "data": {"dataset": "synthetic", "root": str(root / "synth"), "synth_preset": "tiny",
-                     "num_frames": 8, "resolution": 32},
-            "model": {"tiny_hidden": 32, "tiny_layers": 1},
-            "train": {"epochs": 1, "final_epochs": 1, "batch_size": 4, "num_workers": 1,
-                      "cpus_per_worker": 0.5, "lr": 1e-3, "eval_segments": 2, "eval_views": 1},
-            "search": {"searcher": "icrl", "num_trials": 3, "max_classes": 4},
-            "llm": {"base_url": llm_server.url, "api_key_env": "A2O_TEST_KEY", "response_format": "text"},
-            "storage": {"root": str(root / "run"), "experiment_name": "svc"},
-        }
-    )
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("ray::RayTrainWorker"):
+            pids.append(int(entry))
+    return pids
 
 
-def test_search_writes_results_and_best(ray_local, service_cfg, llm_server, caplog, monkeypatch):
+def test_killed_worker_is_retried_and_search_completes(ray_local, tmp_path):
+    from a2o.config import config_from_dict
     from a2o.service import run_service
 
-    monkeypatch.setenv("A2O_TEST_KEY", "sk-secret-do-not-log")
-    caplog.set_level(logging.INFO, logger="a2o.search")
-    outcome = run_service(service_cfg)
+    config = tiny_service_dict(tmp_path, searcher="random", num_trials=2, trial_retries=1,
+                               vocabulary=["ball", "hand", "box", "cup"])
+    config["train"]["epochs"] = 2
+    cfg = config_from_dict(config)
+    killed: list[int] = []
 
-    root = service_cfg.storage.root
-    results = json.load(open(os.path.join(root, "results.json")))
-    assert [t["iteration"] for t in results["trials"]] == [1, 2, 3]
-    assert results["trials"][0]["classes"] == ["ball", "hand", "box"]
-    # The second reply is sanitised: bullets and case stripped, the path-like text dropped.
-    assert results["trials"][1]["classes"] == ["cup", "hand"]
-    assert all(t["val_accuracy"] is not None for t in results["trials"])
-    assert "sk-secret-do-not-log" not in json.dumps(results)
-    # The third trial reuses ball and cup maps computed by trials 1 and 2.
-    assert results["trials"][2]["maps_reused"] > 0
-    # One live line per finished trial.
-    assert sum("[trial" in r.getMessage() for r in caplog.records) == 3
+    def killer():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            for pid in _train_worker_pids():
+                time.sleep(3)  # mid-trial: the worker is training by now
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    continue
+                break
+            time.sleep(0.2)
 
-    best_dir = os.path.join(root, "best")
-    assert sorted(os.listdir(best_dir)) == ["config.yaml", "metrics.json", "model"]
-    metrics = json.load(open(os.path.join(best_dir, "metrics.json")))
-    assert metrics["classes"] == outcome["best"]["classes"]
-    assert metrics["test"]["num_samples"] == 4  # tiny preset: 4 test clips
-    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
-    assert len(llm_server.chat_requests) >= 2
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    outcome = run_service(cfg, final_training=False)
+    thread.join(timeout=1)
+    assert killed, "no Ray Train worker was found to kill"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(results["trials"]) == 2
+    assert all(t["val_accuracy"] is not None for t in results["trials"]), results["trials"]
+    assert outcome["best"] is not None
 
 
-def test_resume_repeats_nothing(ray_local, service_cfg, llm_server):
+def test_unreachable_llm_fails_at_start(ray_local, tmp_path):
+    from a2o.config import config_from_dict
+    from a2o.errors import LLMUnavailableError
+    from a2o.service import preflight_llm
+    from tests.fake_llm_server import dead_url
+
+    config = tiny_service_dict(tmp_path)
+    config["llm"]["base_url"] = dead_url()
+    config["llm"]["max_retries"] = 0
+    cfg = config_from_dict(config)
+    with pytest.raises(LLMUnavailableError, match="llm.on_unreachable=fallback"):
+        preflight_llm(cfg, None)
+    config["llm"]["on_unreachable"] = "fallback"
+    preflight_llm(config_from_dict(config), None)  # logged, not raised
+
+
+def test_over_budget_config_fails_at_once(ray_local, tmp_path):
+    from a2o.config import config_from_dict
+    from a2o.errors import ResourceError
     from a2o.service import run_service
 
-    before = len(llm_server.chat_requests)
-    outcome = run_service(service_cfg, resume=True, final_training=False)
-    results = json.load(open(os.path.join(service_cfg.storage.root, "results.json")))
-    assert len(results["trials"]) == 3
-    assert len(llm_server.chat_requests) == before  # no new LLM call
-    assert outcome["best"]["classes"] == results["best_trial"]["classes"]
+    config = tiny_service_dict(tmp_path)
+    config["train"]["num_workers"] = 16
+    started = time.monotonic()
+    with pytest.raises(ResourceError, match="16 worker"):
+        run_service(config_from_dict(config))
+    assert time.monotonic() - started < 10
