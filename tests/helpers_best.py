@@ -47,9 +47,14 @@ def build_best_dir(
     classes: Sequence[str] = BEST_CLASSES,
     labels: Sequence[str] = BEST_LABELS,
     serve: dict | None = None,
+    values: dict | None = None,
     seed: int = 0,
 ) -> str:
-    """Write ``root/best`` (model/, config.yaml, metrics.json) and return its path."""
+    """Write ``root/best`` (model/, config.yaml, metrics.json) and return its path.
+
+    ``values`` (nested config dict) replaces :func:`best_config_values` entirely, e.g. to build the
+    default-size tiny model for the serving benchmark.
+    """
     import torch
     import yaml
 
@@ -59,7 +64,7 @@ def build_best_dir(
 
     best = os.path.join(str(root), "best")
     os.makedirs(best, exist_ok=True)
-    cfg = config_from_dict(best_config_values(serve=serve))
+    cfg = config_from_dict(values if values is not None else best_config_values(serve=serve))
     model = build_recognizer(
         cfg.model,
         num_classes_in=len(classes),

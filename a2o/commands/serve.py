@@ -9,9 +9,14 @@ serve.max_batch_size=8``-style overrides are applied when the parser provides ``
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 log = logging.getLogger(__name__)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (docker stop, kill) shuts down like Ctrl-C
 
 
 def run(args) -> int:
@@ -25,6 +30,7 @@ def run(args) -> int:
     best = read_best(args.model)  # fails fast, before Ray starts, on a wrong path
     app = build_app({"model": best.root, "overrides": overrides})
     started = connect(best.config.ray.address, best.config.ray.num_cpus)
+    signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which installs its own handler
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(app, name=APP_NAME, route_prefix="/")

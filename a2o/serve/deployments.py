@@ -86,7 +86,8 @@ def prepare_upload(video: bytes, detector: Any, class_texts: Sequence[str], geom
             frames, indices = decode_clip(path, geometry.segments * geometry.num_frames)
         except VideoDecodeError as exc:
             # decode_clip names the file; the client must see neither our paths nor tracebacks.
-            message = str(exc).replace(path, "the upload").replace(directory, "")
+            message = str(exc).replace(f"video {path}", "the upload").replace(path, "upload")
+            message = message.replace(directory, "")
             raise VideoDecodeError(message) from None
     clip_frames, clip_maps = clip_inputs(
         frames, indices, detector, class_texts, geometry, video_id=upload_video_id(sha256)
@@ -174,6 +175,7 @@ class ClipRecognizer:
     async def predict(self, clips: list[ClipInputs]) -> list[np.ndarray]:
         # The forward runs in a worker thread so the replica keeps accepting requests (and thus
         # fills the next batch) meanwhile; max_concurrent_batches=1 keeps one forward at a time.
+        log.debug("recognizer batch: %d upload(s)", len(clips))
         return await asyncio.to_thread(predict_batch, self.model, clips)
 
 
