@@ -30,12 +30,36 @@ def _absolute(uri: str) -> str:
     return uri if "://" in uri else os.path.abspath(uri)
 
 
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
 def _local_dir(uri: str) -> str:
-    if "://" in uri and not uri.startswith("file://"):
-        raise A2OError(f"{uri}: results and best/ are written to a local or mounted path; use a local storage.root")
-    path = uri.removeprefix("file://")
+    """A local folder for ``uri``: the folder itself, or a driver-side staging copy of a remote one.
+
+    Staged files (results, best/, the LLM replay cache, server logs) are uploaded by
+    :func:`_publish`; manifests, frames, maps and Tune state go to remote storage directly.
+    """
+    if _is_remote(uri):
+        import hashlib
+        import tempfile
+
+        path = os.path.join(tempfile.gettempdir(), "a2o-staging", hashlib.sha256(uri.encode()).hexdigest()[:16])
+    else:
+        path = uri.removeprefix("file://")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _publish(local_path: str, uri: str) -> None:
+    """Upload a staged file or folder to remote storage (no-op for local storage)."""
+    if not _is_remote(uri):
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.put(local_path, path, recursive=os.path.isdir(local_path))
+    log.info("uploaded %s to %s", local_path, uri)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +336,7 @@ def train_and_evaluate_best(
         json.dump(metrics, fh, indent=2)
     shutil.rmtree(best_dir, ignore_errors=True)
     os.replace(tmp, best_dir)
+    _publish(best_dir, cfg.storage.path("best"))
     log.info("best model written to %s", best_dir)
     return metrics
 
@@ -343,6 +368,9 @@ def write_results(cfg: ExperimentConfig, outcome: SearchOutcome, final: dict[str
     os.replace(path + ".tmp", path)
     with open(os.path.join(root, "trials.txt"), "w") as fh:
         fh.write(summary_table(outcome.trials) + "\n")
+    for name in ("results.json", "trials.txt", "llm_replay.jsonl"):
+        if os.path.exists(os.path.join(root, name)):
+            _publish(os.path.join(root, name), cfg.storage.path(name))
     return path
 
 
