@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="path of a best/ directory")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a serve.* key of the model's config, e.g. --set serve.max_upload_mb=16",
+    )
     p.set_defaults(handler="serve:run")
 
     p_llm = sub.add_parser("llm", help="the embedded local LLM")

@@ -304,14 +304,7 @@ def train_and_evaluate_best(
     model, _meta = load_recognizer(model_dir)
     model.to(torch.device(device))
     detector = create_detector(cfg.detect, device=torch.device(device)) if classes else None
-    geometry = EvalGeometry(
-        num_frames=cfg.data.num_frames,
-        grid_resolution=cfg.data.grid_resolution,
-        resolution=cfg.data.resolution,
-        map_resolution=cfg.detect.map_resolution or cfg.data.grid_resolution,
-        segments=cfg.train.eval_segments,
-        views=cfg.train.eval_views,
-    )
+    geometry = EvalGeometry.from_config(cfg)
     test_rows = [r for r in manifest.to_pylist() if r["split"] == "test"]
     test = evaluate_videos(model, detector, classes, geometry, test_rows, labels) if test_rows else None
     if test is None:

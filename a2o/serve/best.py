@@ -30,14 +30,7 @@ def eval_geometry(cfg: ExperimentConfig) -> EvalGeometry:
     """The clip x view geometry of the final test evaluation, from the experiment config."""
     from a2o.train.evaluate import EvalGeometry
 
-    return EvalGeometry(
-        num_frames=cfg.data.num_frames,
-        grid_resolution=cfg.data.grid_resolution,
-        resolution=cfg.data.resolution,
-        map_resolution=cfg.detect.map_resolution or cfg.data.grid_resolution,
-        segments=cfg.train.eval_segments,
-        views=cfg.train.eval_views,
-    )
+    return EvalGeometry.from_config(cfg)
 
 
 @dataclass(frozen=True)

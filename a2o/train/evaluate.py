@@ -33,6 +33,18 @@ class EvalGeometry:
     segments: int
     views: int
 
+    @classmethod
+    def from_config(cls, cfg) -> EvalGeometry:
+        """The final test evaluation's geometry from an :class:`~a2o.config.ExperimentConfig`."""
+        return cls(
+            num_frames=cfg.data.num_frames,
+            grid_resolution=cfg.data.grid_resolution,
+            resolution=cfg.data.resolution,
+            map_resolution=cfg.detect.map_resolution or cfg.data.grid_resolution,
+            segments=cfg.train.eval_segments,
+            views=cfg.train.eval_views,
+        )
+
 
 def view_offsets(grid: int, size: int, views: int) -> list[int]:
     """Left offsets of ``views`` crops of ``size`` spread across ``grid`` (1 view = centre)."""
