@@ -1,0 +1,292 @@
+"""The static HTML report of one run, or of several runs (e.g. a searcher benchmark).
+
+Recipe: find the runs' results.json → draw the plots as PNGs → write ``report/index.html`` that
+links them by relative path. No server, no JavaScript, no external resources: the ``report/``
+folder can be copied or attached as it is. Every text that comes from a run (class texts proposed
+by an LLM, labels, errors, paths) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from a2o.report import plots
+from a2o.report.overlay import load_overlay
+from a2o.report.runs import RunRecord, best_so_far, class_diff, find_runs
+
+__all__ = ["Report", "build_report"]
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 1200px; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.25em; margin-top: 1.6em; } h3 { font-size: 1.05em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-align: top; }
+th { background: #f1f1f1; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.added { color: #116611; } .removed { color: #aa1111; text-decoration: line-through; }
+.note { background: #fff6dd; border-left: 4px solid #e0b000; padding: 4px 10px; margin: 0.5em 0; }
+.error { color: #aa1111; } .best { background: #eaf6ea; }
+.classes span.cls { display: inline-block; background: #eef; border-radius: 3px; padding: 0 5px; margin: 1px; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
+details { margin: 0.6em 0; } summary { cursor: pointer; font-weight: 600; }
+"""
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote."""
+
+    html_path: str
+    """The report's index.html."""
+    pngs: list[str] = field(default_factory=list)
+    """Every PNG written (absolute paths, all inside the report folder)."""
+    runs: int = 0
+    """Runs included."""
+    notes: list[str] = field(default_factory=list)
+    """Things the report could not show (also shown in the HTML)."""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _acc(value: Any, digits: int = 4) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "–"
+
+
+def _classes_html(classes: Sequence[str]) -> str:
+    if not classes:
+        return "<em>(none: RGB only)</em>"
+    return "".join(f'<span class="cls">{_e(c)}</span>' for c in classes)
+
+
+def _diff_html(previous: list[str] | None, current: list[str]) -> str:
+    added, removed = class_diff(previous, current)
+    parts = [f'<span class="added">+{_e(c)}</span>' for c in added]
+    parts += [f'<span class="removed">-{_e(c)}</span>' for c in removed]
+    return " ".join(parts) or "<em>(same set)</em>"
+
+
+def _labels_of(run: RunRecord) -> list[str]:
+    final = run.results.get("final") or {}
+    labels = [str(label) for label in (final.get("labels") or [])]
+    for trial in run.trials:
+        for label in (trial.get("classwise_accuracy") or {}):
+            if str(label) not in labels:
+                labels.append(str(label))
+    return labels
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    if not stats or "llm_calls" not in stats:
+        return "–"
+    tokens = int(stats.get("prompt_tokens", 0)) + int(stats.get("completion_tokens", 0))
+    return f"{int(stats.get('llm_calls', 0))} calls, {tokens} tok, {float(stats.get('llm_time_s', 0.0)):.1f} s"
+
+
+def _overview_table(runs: list[RunRecord]) -> str:
+    rows = []
+    for index, run in enumerate(runs):
+        trials = run.trials
+        errors = sum(1 for t in trials if t.get("error"))
+        final = run.results.get("final") or {}
+        rows.append(
+            "<tr>"
+            f'<td><a href="#run-{index}">{_e(run.name)}</a></td><td>{_e(run.group)}</td>'
+            f'<td class="num">{len(trials)}</td><td class="num">{errors}</td>'
+            f'<td class="num">{_acc(run.best_val())}</td><td class="num">{_acc(final.get("val_accuracy"))}</td>'
+            f'<td class="num">{_acc(run.test_accuracy())}</td>'
+            f'<td class="num">{_acc(run.results.get("search_seconds"), 1)}</td>'
+            f"<td>{_e(_stats_text(run.results.get('searcher_stats') or {}))}</td>"
+            "</tr>"
+        )
+    head = ("<tr><th>run</th><th>searcher</th><th>trials</th><th>errors</th><th>best val (search)</th>"
+            "<th>final val</th><th>test</th><th>search s</th><th>LLM</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _group_table(runs: list[RunRecord]) -> str:
+    """Mean ± std over the runs (seeds) of each searcher, when some searcher has several runs."""
+    from a2o.train.stats import format_mean_std, summarize
+
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    if all(len(members) < 2 for members in groups.values()):
+        return ""
+    rows = []
+    for label, members in groups.items():
+        cells = []
+        for values in ([r.best_val() for r in members], [r.test_accuracy() for r in members]):
+            finite = [v for v in values if v is not None]
+            cells.append(format_mean_std(summarize(finite)) if finite else "–")
+        rows.append(f"<tr><td>{_e(label)}</td><td class='num'>{len(members)}</td>"
+                    f"<td class='num'>{_e(cells[0])}</td><td class='num'>{_e(cells[1])}</td></tr>")
+    return ("<h3>Per searcher (mean ± sample std over runs)</h3><table><tr><th>searcher</th><th>runs</th>"
+            f"<th>best val</th><th>test</th></tr>{''.join(rows)}</table>")
+
+
+def _trials_table(run: RunRecord, index: int) -> str:
+    best = run.results.get("best_trial") or {}
+    rows, previous = [], None
+    for trial in run.trials:
+        classes = [str(c) for c in (trial.get("classes") or [])]
+        is_best = best and trial.get("iteration") == best.get("iteration")
+        error = trial.get("error")
+        acc = _acc(trial.get("val_accuracy")) if not error else '<span class="error">error</span>'
+        hparams = ""
+        if trial.get("lr") is not None or trial.get("weight_decay") is not None:
+            hparams = f"lr={_acc(trial.get('lr'), 6)}<br>wd={_acc(trial.get('weight_decay'), 5)}"
+        rows.append(
+            f'<tr{" class=best" if is_best else ""} id="run-{index}-trial-{_e(trial.get("iteration"))}">'
+            f'<td class="num">{_e(trial.get("iteration"))}</td><td>{_e(trial.get("trial_id"))}</td>'
+            f"<td>{_e(trial.get('proposal_source', '-'))}</td><td class='num'>{acc}</td>"
+            f'<td class="num">{_e(trial.get("epochs", "-"))}</td><td class="num">{_acc(trial.get("time_s"), 1)}</td>'
+            f"<td>{hparams}</td><td class='classes'>{_classes_html(classes)}</td>"
+            f"<td>{_diff_html(previous, classes)}</td>"
+            f"<td class='error'>{_e(error) if error else ''}</td></tr>"
+        )
+        previous = classes
+    head = ("<tr><th>iter</th><th>trial id</th><th>source</th><th>val acc</th><th>epochs</th><th>time s</th>"
+            "<th>hparams</th><th>object set</th><th>diff to previous</th><th>error</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _final_html(run: RunRecord) -> str:
+    final = run.results.get("final") or {}
+    best = run.results.get("best_trial") or {}
+    classes = final.get("classes") or best.get("classes")
+    if classes is None:
+        return '<p class="note">No trial succeeded: there is no best set.</p>'
+    parts = [f"<p><b>Best set</b> (iteration {_e(best.get('iteration', '?'))}, "
+             f"search val accuracy {_acc(best.get('val_accuracy'))}): "
+             f"<span class='classes'>{_classes_html([str(c) for c in classes])}</span></p>"]
+    test = final.get("test") or {}
+    if final:
+        parts.append(f"<p>Final training: val accuracy {_acc(final.get('val_accuracy'))}, "
+                     f"test accuracy {_acc(test.get('accuracy'))}"
+                     f"{' on ' + _e(test.get('num_samples')) + ' clips' if test.get('num_samples') else ''}.</p>")
+    else:
+        parts.append("<p>No final training in this run (search only).</p>")
+    classwise = test.get("classwise_accuracy") or {}
+    if classwise:
+        cells = "".join(f"<tr><td>{_e(k)}</td><td class='num'>{_acc(v)}</td></tr>" for k, v in classwise.items())
+        parts.append(f"<details><summary>test accuracy per class</summary><table>{cells}</table></details>")
+    return "".join(parts)
+
+
+def _img(path: str, alt: str) -> str:
+    name = os.path.basename(path)
+    return f'<a href="{_e(name)}"><img src="{_e(name)}" alt="{_e(alt)}"></a>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "auto") -> Report:
+    """Write ``<run_dir>/report/index.html`` and its PNGs; return what was written.
+
+    Args:
+        run_dir: A run directory (holding results.json) or a parent of several.
+        out_dir: Report folder (default ``run_dir/report``).
+        overlays: ``"auto"`` draws the frame/map overlay for a single run, or for the best run of
+            each searcher when there are several; ``"all"`` for every run; ``"none"`` skips them.
+
+    Raises:
+        DataError: no results.json under ``run_dir``.
+        MissingDependencyError: matplotlib is not installed.
+    """
+    if overlays not in ("auto", "all", "none"):
+        raise ValueError(f"overlays must be 'auto', 'all' or 'none', got {overlays!r}")
+    runs = find_runs(run_dir)
+    out_dir = os.path.abspath(out_dir or os.path.join(run_dir, "report"))
+    os.makedirs(out_dir, exist_ok=True)
+    report = Report(os.path.join(out_dir, "index.html"), runs=len(runs))
+    title = os.path.basename(os.path.abspath(run_dir)) or run_dir
+
+    series: dict[str, list[list[float | None]]] = {}
+    for run in runs:
+        series.setdefault(run.group, []).append([t.get("val_accuracy") for t in run.trials])
+    accuracy_png = plots.accuracy_over_iterations(
+        series, os.path.join(out_dir, "accuracy.png"), title=f"val accuracy over iterations: {title}"
+    )
+    report.pngs.append(accuracy_png)
+
+    overlay_runs = set()
+    if overlays == "all" or (overlays == "auto" and len(runs) == 1):
+        overlay_runs = set(range(len(runs)))
+    elif overlays == "auto":
+        best_of_group: dict[str, tuple[float, int]] = {}
+        for index, run in enumerate(runs):
+            value = run.test_accuracy() if run.test_accuracy() is not None else run.best_val()
+            if value is not None and (run.group not in best_of_group or value > best_of_group[run.group][0]):
+                best_of_group[run.group] = (value, index)
+        overlay_runs = {index for _, index in best_of_group.values()}
+
+    sections = []
+    for index, run in enumerate(runs):
+        body = [_final_html(run), "<h3>Trials</h3>", _trials_table(run, index)]
+        labels = _labels_of(run)
+        if labels and run.trials:
+            matrix = np.full((len(labels), len(run.trials)), np.nan)
+            for column, trial in enumerate(run.trials):
+                for row, label in enumerate(labels):
+                    value = (trial.get("classwise_accuracy") or {}).get(label)
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        matrix[row, column] = float(value)
+            heatmap = plots.classwise_heatmap(
+                matrix, labels, [t.get("iteration", i + 1) for i, t in enumerate(run.trials)],
+                os.path.join(out_dir, f"classwise_{index}.png"), title=f"class-wise val accuracy: {run.name}",
+            )
+            report.pngs.append(heatmap)
+            body += ["<h3>Class-wise val accuracy over iterations</h3>", _img(heatmap, f"class-wise accuracy {run.name}")]
+        else:
+            body.append(_note("no class-wise accuracy recorded: heatmap skipped"))
+        if index in overlay_runs:
+            body.append("<h3>Val clips with the best set's likelihood maps</h3>")
+            overlay = load_overlay(run.results, run.path)
+            for text in overlay.notes:
+                report.notes.append(f"{run.name}: {text}")
+                body.append(_note(text))
+            if overlay.videos:
+                png = plots.overlay_grid(
+                    overlay.videos, overlay.classes, os.path.join(out_dir, f"overlay_{index}.png"),
+                    title=f"best set of {run.name}",
+                )
+                report.pngs.append(png)
+                body.append(_img(png, f"frames with maps, {run.name}"))
+        iterations = best_so_far([t.get("val_accuracy") for t in run.trials])
+        summary = (f"{_e(run.name)}: {_e(run.group)}, {len(run.trials)} trials, "
+                   f"best val {_acc(iterations[-1] if iterations else None)}")
+        opened = " open" if len(runs) == 1 else ""
+        sections.append(f'<details id="run-{index}"{opened}><summary>{summary}</summary>{"".join(body)}</details>')
+
+    generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    document = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>A2O report: {_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>A2O report: {_e(title)}</h1>"
+        f"<p>{len(runs)} run(s) under <code>{_e(os.path.abspath(run_dir))}</code>; generated {_e(generated)}.</p>"
+        "<h2>Overview</h2>" + _overview_table(runs) + _group_table(runs)
+        + "<h2>Accuracy over iterations</h2>" + _img(accuracy_png, "val accuracy over iterations")
+        + "<h2>Runs</h2>" + "".join(sections) + "</body></html>\n"
+    )
+    tmp = report.html_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(document)
+    os.replace(tmp, report.html_path)
+    log.info("report: %s (%d runs, %d PNGs)", report.html_path, len(runs), len(report.pngs))
+    return report

@@ -1,0 +1,165 @@
+"""`a2o report`: the static HTML report of a run built from a hand-written results.json over a
+real tiny frame store and map cache (no search is run here: it would take minutes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from a2o.config import config_from_dict, config_to_dict
+
+HOSTILE = 'ball <script>alert("x")</script> & "cup"'
+BEST = ["ball", "hand", "floor"]
+
+
+def _config(root) -> dict:
+    return config_to_dict(config_from_dict({
+        "data": {"dataset": "synthetic", "root": str(root / "synth"), "synth_preset": "tiny",
+                 "num_frames": 8, "resolution": 32},
+        "model": {"tiny_hidden": 32, "tiny_layers": 1},
+        "train": {"epochs": 2, "final_epochs": 1, "batch_size": 4},
+        "search": {"searcher": "icrl", "num_trials": 4, "max_classes": 4},
+        "storage": {"root": str(root / "run"), "experiment_name": "rep"},
+    }))
+
+
+def _trial(iteration, classes, acc, labels, *, error=None, source="llm"):
+    classwise = {label: (acc + 0.1 * i) % 1.0 for i, label in enumerate(labels)} if acc is not None else {}
+    return {
+        "iteration": iteration, "trial_id": f"t{iteration:04d}", "classes": classes, "proposal_source": source,
+        "lr": None, "weight_decay": None, "val_accuracy": acc, "classwise_accuracy": classwise,
+        "epochs": 2 if acc is not None else 0, "val_accuracy_per_epoch": [acc, acc] if acc is not None else [],
+        "maps_computed": 3, "maps_reused": 0, "time_s": 4.2, "error": error,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder like `a2o search` leaves it: frame store, maps of the best set, results.json."""
+    from a2o.data.framestore import FrameStore, prepare_frame_store
+    from a2o.data.manifest import load_manifest
+    from a2o.data.synthetic import generate_synth
+    from a2o.detect.base import ConfigDetectorFactory
+    from a2o.detect.cache import map_cache_for
+    from a2o.train.trial import frames_root, label_names
+
+    root = tmp_path_factory.mktemp("report")
+    config = _config(root)
+    cfg = config_from_dict(config)
+    generate_synth(cfg.data.root, preset="tiny", seed=0)
+    manifest = load_manifest(cfg.data)
+    prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=False)
+    store = FrameStore(frames_root(cfg))
+    val_ids = [r["video_id"] for r in store.manifest().to_pylist() if r["split"] == "val"]
+    map_cache_for(cfg.storage, cfg.data, cfg.detect).ensure_maps(BEST, store, ConfigDetectorFactory(cfg.detect),
+                                                                  video_ids=val_ids)
+    labels = label_names(manifest)
+    trials = [
+        _trial(1, ["hand", "box"], 0.25, labels, source="initial"),
+        _trial(2, ["hand", "box", HOSTILE], 0.5, labels),
+        _trial(3, [], None, labels, error="TrainingError: <boom> & co"),
+        _trial(4, BEST, 0.75, labels),
+    ]
+    results = {
+        "config": config, "searcher": "icrl", "scheduler": "fifo", "trials": trials, "best_trial": trials[3],
+        "searcher_stats": {"llm_calls": 3, "prompt_tokens": 900, "completion_tokens": 60, "llm_time_s": 2.5},
+        "search_seconds": 20.0,
+        "final": {"classes": BEST, "labels": labels, "val_accuracy": 0.75,
+                  "test": {"accuracy": 0.5, "classwise_accuracy": {label: 0.5 for label in labels},
+                           "confusion_matrix": [[1] * len(labels)] * len(labels), "num_samples": 4},
+                  "detector_fingerprint": "annotation"},
+    }
+    (root / "run" / "results.json").write_text(json.dumps(results))
+    return root
+
+
+def test_report_of_one_run(tiny_run, capsys):
+    from a2o.cli import main
+
+    assert main(["report", str(tiny_run / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "index.html" in out and "3 PNG" in out
+    report_dir = tiny_run / "run" / "report"
+    page = (report_dir / "index.html").read_text()
+
+    for iteration in (1, 2, 3, 4):  # every trial is in the table
+        assert f"t{iteration:04d}" in page and f'id="run-0-trial-{iteration}"' in page
+    assert page.count("<tr id=") + page.count("<tr class=best id=") == 4
+    # The LLM's text is escaped, never markup.
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;cup&quot;" in page
+    assert "&lt;boom&gt; &amp; co" in page
+    # Diffs to the previous iteration: trial 4 adds ball and floor, drops box and the hostile text.
+    assert '<span class="added">+ball</span>' in page and '<span class="removed">-box</span>' in page
+    # The PNGs exist, are non-empty PNGs, and every <img> points at one of them.
+    names = {"accuracy.png", "classwise_0.png", "overlay_0.png"}
+    assert names <= set(os.listdir(report_dir))
+    for name in names:
+        data = (report_dir / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    assert set(re.findall(r'<img src="([^"]+)"', page)) == names
+    assert "class=\"note\"" not in page  # the overlay had every map it needed
+
+
+def test_parent_folder_of_runs_and_missing_maps(tiny_run, tmp_path):
+    from a2o.report import build_report
+
+    parent = tmp_path / "bench"
+    for seed, acc in ((0, 0.5), (1, 0.75)):
+        results = json.loads((tiny_run / "run" / "results.json").read_text())
+        for trial in results["trials"]:
+            if trial["val_accuracy"] is not None:
+                trial["val_accuracy"] = acc
+        results["best_trial"]["classes"] = ["lamp"]  # no cached maps for it
+        results["final"] = None
+        results["searcher"] = "random"
+        (parent / f"random_s{seed}").mkdir(parents=True)
+        (parent / f"random_s{seed}" / "results.json").write_text(json.dumps(results))
+    shutil.copytree(tiny_run / "run", parent / "icrl_s0", ignore=shutil.ignore_patterns("report"))
+
+    report = build_report(str(parent))
+    page = open(report.html_path).read()
+    assert report.runs == 3
+    assert "random_s0" in page and "random_s1" in page and "icrl_s0" in page
+    assert "0.625 ± 0.177 (n=2)" in page  # mean ± std of random's two seeds
+    assert any("'lamp'" in note for note in report.notes)  # overlay skipped, and said why
+    assert "map cache has no entry for &#x27;lamp&#x27;" in page
+    assert all(os.path.getsize(p) > 0 for p in report.pngs)
+
+
+def test_no_results_is_a_clear_error(tmp_path):
+    from a2o.errors import DataError
+    from a2o.report import build_report
+
+    with pytest.raises(DataError, match="no results.json"):
+        build_report(str(tmp_path))
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get install -y chromium")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    from a2o.report import build_report
+
+    report = build_report(str(tiny_run / "run"))
+    screenshot = tmp_path / "report.png"
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1280,2000",
+        "--enable-logging=stderr", "--v=0", f"file://{report.html_path}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert screenshot.exists() and screenshot.stat().st_size > 20_000
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    # Keep a copy next to the report for a human to look at.
+    shutil.copy(screenshot, os.path.join(os.path.dirname(report.html_path), "screenshot.png"))
