@@ -1,0 +1,188 @@
+"""Shared helpers of the benchmarks: an A2O-Synth experiment, in-process training, tables.
+
+In-process training runs the *real* per-worker loop (:func:`a2o.train.loop.train_loop_per_worker`)
+through Ray Train V2's local mode (``ScalingConfig(num_workers=0)``): the training function runs in
+this process with Ray Train's context, ``report`` and ``prepare_model`` stubbed by Ray itself, and no
+Ray cluster is started. Inputs come from :func:`a2o.train.trial.prepare_inputs` and
+:func:`a2o.train.trial.resolve_checkpoint`, the same path ``fit_trial`` takes, so the only
+difference from a search trial is the Ray Train controller and worker actors around the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from a2o.config import ExperimentConfig, config_from_dict, config_to_dict
+
+log = logging.getLogger(__name__)
+
+# The four background regions of A2O-Synth: the scene classes a class set may add.
+SCENE_CLASSES = ("floor", "wall", "grass", "table")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Data and model size of a benchmark experiment (small enough for a 2-core CPU)."""
+
+    num_frames: int = 8
+    """Frames per clip (T): a multiple of the V-JEPA2 tubelet (2)."""
+    resolution: int = 32
+    """Side of the square model input."""
+    hidden: int = 64
+    """Hidden size of the tiny V-JEPA2."""
+    layers: int = 2
+    """Encoder layers of the tiny V-JEPA2."""
+    patch: int = 8
+    """Patch size of the tiny V-JEPA2."""
+    batch_size: int = 8
+    """Clips per optimiser step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+
+
+@dataclass(frozen=True)
+class InProcessResult:
+    """What one in-process training run returns."""
+
+    metrics: dict[str, Any]
+    """The last epoch's metrics, as the loop reports them to Ray Train."""
+    wall_time_s: float
+    """Wall time of the fit (model build + epochs + final checkpoint write)."""
+
+
+def set_torch_threads(threads: int) -> None:
+    """Pin torch (and OpenMP) threads; Ray Train workers get ``OMP_NUM_THREADS`` = their CPUs."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def build_experiment(
+    work_dir: str,
+    *,
+    preset: str = "demo",
+    synth_seed: int = 0,
+    geometry: Geometry = Geometry(),
+    epochs: int = 1,
+    seed: int = 0,
+    cpus_per_worker: float = 1.0,
+) -> ExperimentConfig:
+    """Generate A2O-Synth under ``work_dir/synth``, prepare its frame store, return the experiment.
+
+    The detector is the annotation detector (oracle masks, no noise), so a class set's maps are
+    exactly the generator's masks. Both steps are idempotent: a second call reuses the data.
+    """
+    from a2o.data.framestore import prepare_frame_store
+    from a2o.data.manifest import load_manifest
+    from a2o.data.synthetic import generate_synth
+    from a2o.train.trial import frames_root
+
+    synth_root = generate_synth(os.path.join(work_dir, "synth"), preset=preset, seed=synth_seed)
+    cfg = config_from_dict(
+        {
+            "data": {
+                "dataset": "synthetic",
+                "root": synth_root,
+                "synth_preset": preset,
+                "num_frames": geometry.num_frames,
+                "resolution": geometry.resolution,
+                "seed": synth_seed,
+            },
+            "detect": {"detector": "annotation"},
+            "model": {
+                "checkpoint": "tiny",
+                "tiny_hidden": geometry.hidden,
+                "tiny_layers": geometry.layers,
+                "tiny_patch": geometry.patch,
+            },
+            "train": {
+                "epochs": epochs,
+                "batch_size": geometry.batch_size,
+                "lr": geometry.lr,
+                "augment": False,  # store_resolution = resolution: nothing to crop
+                "num_workers": 1,
+                "cpus_per_worker": cpus_per_worker,
+                "seed": seed,
+            },
+            "storage": {"root": os.path.join(work_dir, "run")},
+        }
+    )
+    summary = prepare_frame_store(load_manifest(cfg.data), cfg.data, frames_root(cfg), use_ray=False)
+    if summary.skipped:
+        raise RuntimeError(f"{summary.skipped} synthetic videos could not be decoded: {summary.skipped_ids[:5]}")
+    return cfg
+
+
+def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """The experiment with another training seed (the data and the tiny weights stay fixed)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+
+
+def train_in_process(cfg: ExperimentConfig, classes: Sequence[str], *, epochs: int | None = None) -> InProcessResult:
+    """Run the real Ray Train loop for ``classes`` in this process (Ray Train local mode).
+
+    Maps are ensured in the map cache first (the annotation detector runs in-process), exactly as
+    ``fit_trial`` does before it builds its ``TorchTrainer``.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from a2o.train.loop import train_loop_per_worker
+    from a2o.train.trial import prepare_inputs, resolve_checkpoint
+
+    started = time.perf_counter()
+    inputs, detect_stats = prepare_inputs(cfg, classes)
+    cfg = resolve_checkpoint(cfg, len(inputs.labels))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": config_to_dict(cfg),
+            "inputs": inputs,
+            "epochs": epochs or cfg.train.epochs,
+            "extra_metrics": {"maps_computed": detect_stats["computed"], "maps_reused": detect_stats["reused"]},
+        },
+        scaling_config=ScalingConfig(num_workers=0),  # local mode: same process, no Ray cluster
+        run_config=RunConfig(name="in-process", storage_path=os.path.abspath(cfg.storage.path("train"))),
+    )
+    result = trainer.fit()
+    return InProcessResult(dict(result.metrics or {}), time.perf_counter() - started)
+
+
+def command_line() -> str:
+    """The command that started this process, for the printed report."""
+    module = sys.modules["__main__"].__spec__
+    head = ["python", "-m", module.name] if module is not None else ["python", sys.argv[0]]
+    return shlex.join([*head, *sys.argv[1:]])
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-markdown table with columns padded to their widest cell."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def quiet_logs() -> None:
+    """INFO for the benchmark, warnings only for Ray, transformers and the a2o internals."""
+    import ray  # noqa: F401  (Ray sets its logger's level on import: import first, then override)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in ("ray", "a2o", "transformers", "huggingface_hub", "filelock", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
