@@ -45,6 +45,7 @@ __all__ = [
     "LLMClientSpec",
     "ReplayCache",
     "classes_response_format",
+    "llama_cpp_response_format",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,25 @@ def classes_response_format(max_classes: int, max_chars: int = 40) -> dict[str, 
             },
         },
     }
+
+
+def llama_cpp_response_format(response_format: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The llama-cpp-python form of an OpenAI ``json_schema`` response_format, or None.
+
+    llama-cpp-python's server (0.3.x, the embedded ``a2o llm serve``) rejects ``type:
+    "json_schema"`` (HTTP 500, "Input should be 'text' or 'json_object'") but enforces the same
+    schema given as ``{"type": "json_object", "schema": ...}``.
+    """
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return {"type": "json_object", "schema": dict(schema)} if schema else None
+
+
+def _rejects_json_schema(exc: Exception) -> bool:
+    """True when an HTTP error says the server does not know ``response_format.type: json_schema``."""
+    text = str(getattr(exc, "body", None) or "") + " " + str(exc)
+    return getattr(exc, "status_code", 0) in (400, 422, 500) and "json_object" in text and "json_schema" in text
 
 
 class ReplayCache:
@@ -246,6 +266,9 @@ class LLMClient:
         self.spec = spec
         self.cache = ReplayCache(spec.cache_path) if spec.cache_path else None
         self._resolved_model: Optional[str] = spec.model or None
+        # Set once the server turned down an OpenAI json_schema response_format but takes
+        # llama.cpp's json_object+schema form; later requests use that form directly.
+        self._json_object_schema = False
         self._openai = self._make_openai(spec)
 
     @staticmethod
@@ -369,11 +392,25 @@ class LLMClient:
         }
         if seed is not None:
             kwargs["seed"] = seed
+        llama_form = llama_cpp_response_format(response_format) if response_format is not None else None
         if response_format is not None:
-            kwargs["response_format"] = dict(response_format)
+            use_llama_form = self._json_object_schema and llama_form is not None
+            kwargs["response_format"] = llama_form if use_llama_form else dict(response_format)
         start = time.perf_counter()
         try:
-            response = self._openai.chat.completions.create(**kwargs)
+            try:
+                response = self._openai.chat.completions.create(**kwargs)
+            except openai.APIStatusError as exc:
+                if llama_form is None or self._json_object_schema or not _rejects_json_schema(exc):
+                    raise
+                logger.info(
+                    "LLM endpoint %s does not take response_format json_schema; sending the same "
+                    "schema as llama.cpp's json_object form from now on.", self.spec.base_url,
+                )
+                self._json_object_schema = True
+                kwargs["response_format"] = llama_form
+                start = time.perf_counter()
+                response = self._openai.chat.completions.create(**kwargs)
         except (openai.APIConnectionError, openai.APIStatusError) as exc:
             raise self._unavailable(exc) from None
         except (openai.OpenAIError, ValueError, TypeError) as exc:

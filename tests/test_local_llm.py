@@ -406,3 +406,32 @@ def test_real_server_reports_its_registry_name_and_stops(tmp_path):
 
 def test_a2o_error_root():
     assert issubclass(LocalServerError, A2OError) and issubclass(ModelIntegrityError, A2OError)
+
+
+# --------------------------------------------------------------------------- the client against llama.cpp's dialect
+LLAMA_CPP_REJECTION = json.dumps({"error": {"message": (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"), "type": "internal_server_error"}})
+
+
+def test_client_switches_to_llama_cpp_json_object_schema_form():
+    """llama-cpp-python 0.3.x answers a json_schema response_format with HTTP 500 but enforces the
+    same schema as {"type": "json_object", "schema": ...}: the client switches once and remembers."""
+    from fake_llm_server import FakeLLMServer, Reply
+
+    from searchers.llm_client import LLMClientSpec, classes_response_format
+
+    def llama_cpp(body: dict):
+        if body["response_format"]["type"] == "json_schema":
+            return Reply(status=500, raw=LLAMA_CPP_REJECTION)
+        return '{"classes": ["ball", "hoop"]}'
+
+    schema_format = classes_response_format(4)
+    with FakeLLMServer(default=llama_cpp) as fake:
+        client = LLMClientSpec(base_url=fake.url, model="m", max_retries=0).build()
+        messages = [{"role": "user", "content": "objects?"}]
+        assert client.complete(messages, response_format=schema_format).text == '{"classes": ["ball", "hoop"]}'
+        assert client.complete(messages, response_format=schema_format, seed=1).text.startswith('{"classes"')
+        sent = [r.body["response_format"] for r in fake.chat_requests]
+    assert [f["type"] for f in sent] == ["json_schema", "json_object", "json_object"]  # switched once
+    assert sent[1]["schema"] == schema_format["json_schema"]["schema"]
