@@ -18,15 +18,22 @@ First use of a model (``ensure_model``):
 
 The cache is ``$XDG_CACHE_HOME/a2o/models`` (or ``~/.cache/a2o/models``), never the repository.
 
-==========================  ==========================  ======  =========  ===============
-name                        what                        size    tok/s *    license
-==========================  ==========================  ======  =========  ===============
-qwen2.5-1.5b-instruct       Qwen2.5-Coder-1.5B-Instruct 1.1 GB  see docs   Apache-2.0
-qwen2.5-0.5b-instruct       Qwen2.5-Coder-0.5B-Instruct 491 MB  see docs   Apache-2.0
-smollm2-135m-instruct       SmolLM2-135M-Instruct Q4_1  98 MB   see docs   Apache-2.0
-==========================  ==========================  ======  =========  ===============
+==========================  ================================  =======  ==========
+name                        what                              size     license
+==========================  ================================  =======  ==========
+qwen2.5-1.5b-instruct       Qwen2.5-Coder-1.5B-Instruct Q4_K  1.12 GB  Apache-2.0
+qwen2.5-0.5b-instruct       Qwen2.5-Coder-0.5B-Instruct Q4_K  491 MB   Apache-2.0
+smollm2-135m-instruct       SmolLM2-135M-Instruct Q4_1        98 MB    Apache-2.0
+==========================  ================================  =======  ==========
 
-(*) measured numbers are in ``searchers/LICENSES/README.md`` next to the license notices.
+Measured on the 2-core dev machine (llama-cpp-python 0.3.36, one ICRL prompt of ~250 tokens with
+the 'small' variant and the JSON schema): all three return schema-valid JSON; the 1.5B and 0.5B
+models give usable but conservative sets (often "ball, hand, floor"; the 1.5B once added gerunds
+such as "passing"), SmolLM2-135M one unusable reply in three (an action name and a file glob).
+Without the schema, the two small models' replies were mostly unusable. llama.cpp slows down many-fold when other
+processes compete for the same cores (its threads spin), so decode speed ranged from ~45 tok/s
+(135M) / ~20-33 tok/s (0.5B) on a quiet moment to under 1 tok/s with several servers and Ray
+trials sharing the two cores. The license notices are under ``searchers/LICENSES/``.
 """
 
 from __future__ import annotations
