@@ -181,7 +181,7 @@ def quiet_logs() -> None:
     import ray  # noqa: F401  (Ray sets its logger's level on import: import first, then override)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for name in ("ray", "a2o", "transformers", "huggingface_hub", "filelock", "urllib3"):
+    for name in ("ray", "a2o", "transformers", "huggingface_hub", "filelock", "urllib3", "tensorboardX"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
