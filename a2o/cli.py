@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from a2o.errors import A2OError, SearchInterrupted
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.parse_args([target, "--help"])
         parser.print_help()
         return 2
+    # SIGTERM (a job being cancelled, `kill`) unwinds like Ctrl-C, so `finally` blocks stop the
+    # embedded LLM server and shut down a Ray cluster this command started.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     module_name, func_name = handler.split(":")
     try:
         module = importlib.import_module(f"a2o.commands.{module_name}")

@@ -32,6 +32,7 @@ __all__ = [
     "config_to_dict",
     "apply_overrides",
     "field_docs",
+    "resolve_paths",
 ]
 
 DATASETS = ("ssv2", "multisports", "k400", "csv", "synthetic")
@@ -465,7 +466,39 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Exper
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
-    return config_from_dict(apply_overrides(values, overrides))
+    return resolve_paths(config_from_dict(apply_overrides(values, overrides)))
+
+
+def _absolute_if_local(value: str, *, must_exist: bool = False) -> str:
+    import os
+
+    if not value or "://" in value or os.path.isabs(value):
+        return value
+    if must_exist and not os.path.exists(value):
+        return value  # a hub id such as 'facebook/vjepa2-vitl-fpc64-256', not a path
+    return os.path.abspath(value)
+
+
+def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
+    """Make relative local paths absolute, against the directory the command runs in.
+
+    Tune trials and Ray workers run in other working directories, so a relative path that was
+    right for the command would be wrong there. URIs and hub ids are left as they are.
+    """
+    r = dataclasses.replace
+    return r(
+        config,
+        data=r(config.data, root=_absolute_if_local(config.data.root)),
+        detect=r(
+            config.detect,
+            grounding_dino=_absolute_if_local(config.detect.grounding_dino, must_exist=True),
+            sam2=_absolute_if_local(config.detect.sam2, must_exist=True),
+        ),
+        model=r(config.model, checkpoint=_absolute_if_local(config.model.checkpoint, must_exist=True)),
+        search=r(config.search, ood_history=_absolute_if_local(config.search.ood_history)),
+        llm=r(config.llm, prompt_template=_absolute_if_local(config.llm.prompt_template)),
+        storage=r(config.storage, root=_absolute_if_local(config.storage.root)),
+    )
 
 
 def field_docs(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -270,3 +270,18 @@ def test_ray_data_stage_matches_in_process(store, tmp_path, ray_local):
         np.testing.assert_array_equal(ray_reader.read(vid), local_reader.read(vid))
     again = ray_cache.ensure_maps(["ball", "bat"], store, factory, runner=runner)
     assert again.stats.computed_pairs == 0 and again.stats.reused_pairs == 6
+
+
+def test_lock_of_a_dead_process_is_broken_at_once(tmp_path):
+    """A trial killed mid-detection leaves its lock; the next trial must not wait for it."""
+    import json as _json
+    import subprocess
+
+    cache = MapCache(str(tmp_path / "maps"), "fp-dead-lock", 8, lock_stale_s=3600)
+    cache._ensure_dir("ball")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = cache._lock_path("ball")
+    with open(lock, "w") as fh:
+        _json.dump({"pid": int(dead.stdout), "host": os.uname().nodename, "time": 0}, fh)
+    assert not cache._is_locked("ball")
+    assert cache._try_lock("ball")

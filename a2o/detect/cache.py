@@ -123,6 +123,25 @@ class EnsureStats:
 Runner = Callable[["list[DetectionTask]", FrameStoreLike, "DetectorFactory", "MapCache"], Iterator[dict]]
 
 
+def _holder_is_dead(lock_path: str) -> bool:
+    """True when the lock was taken on this host by a process that no longer exists.
+
+    A killed trial leaves its lock behind; without this check every other trial would wait for
+    ``lock_stale_s`` before computing the class itself.
+    """
+    try:
+        with open(lock_path, encoding="utf-8") as fh:
+            holder = json.load(fh)
+        if holder.get("host") != os.uname().nodename:
+            return False
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # unreadable or half-written lock, or another user's process: trust the age
+    return False
+
+
 def video_key(video_id: str) -> str:
     """The file stem of a video: its id when file-name safe, else ``_`` + sha256 (injective)."""
     if _SAFE_VIDEO_ID.fullmatch(video_id) and ".." not in video_id:
@@ -360,9 +379,9 @@ class MapCache:
                     age = time.time() - os.path.getmtime(path)
                 except FileNotFoundError:
                     continue  # released meanwhile: retry once
-                if age <= self.lock_stale_s:
+                if age <= self.lock_stale_s and not _holder_is_dead(path):
                     return False
-                log.warning("map cache: breaking stale lock %s (idle %.0f s)", path, age)
+                log.warning("map cache: breaking stale lock %s (idle %.0f s or holder gone)", path, age)
                 try:
                     os.remove(path)
                 except FileNotFoundError:
@@ -394,9 +413,10 @@ class MapCache:
             return False
         path = self._lock_path(class_text)
         try:
-            return time.time() - os.path.getmtime(path) <= self.lock_stale_s
+            fresh = time.time() - os.path.getmtime(path) <= self.lock_stale_s
         except FileNotFoundError:
             return False
+        return fresh and not _holder_is_dead(path)
 
     # ------------------------------------------------------------------------------------------
 

@@ -80,7 +80,11 @@ def ensure_trial_maps(cfg: ExperimentConfig, classes: Sequence[str], store, vide
     factory = ConfigDetectorFactory(cfg.detect)
     cache = map_cache_for(cfg.storage, cfg.data, cfg.detect)
     runner = RayDataRunner.from_config(cfg.detect) if cfg.detect.num_gpus_per_actor > 0 else None
-    reader = cache.ensure_maps(list(classes), store, factory, runner=runner, video_ids=list(video_ids))
+    # verify="marker": entries are checksum-verified when the workers read them (and recomputed if
+    # corrupt), so the driver need not read every cached file before each trial.
+    reader = cache.ensure_maps(
+        list(classes), store, factory, runner=runner, video_ids=list(video_ids), verify="marker"
+    )
     stats = reader.stats
     log.info(
         "maps for %d classes: %d (video, class) pairs computed, %d reused (hit ratio %.2f)",
