@@ -3,12 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test test-all lint demo bench clean
+.PHONY: install install-llm test test-all lint demo bench clean
 
 install: ## create .venv and install A2O with its test extras (CPU torch)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install -e '.[dev]'
+
+install-llm: install ## the embedded local LLM (builds llama.cpp from source once: ~8 min on 2 cores)
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PIP) install -e '.[local-llm]'
 
 test: ## default test tier (CPU, offline, tiny models)
 	$(PY) -m pytest -q
@@ -19,8 +22,9 @@ test-all: ## every tier except gpu
 lint:
 	$(PY) -m ruff check a2o searchers cluster benchmarks tests
 
-demo: ## the demo search end to end (A2O-Synth, tiny V-JEPA2, embedded LLM)
-	$(PY) -m cluster.job --config cluster/configs/demo.yaml
+demo: install-llm ## the demo search end to end (A2O-Synth, tiny V-JEPA2, embedded LLM)
+	$(VENV)/bin/a2o search --config cluster/configs/demo.yaml
+	$(VENV)/bin/a2o report runs/demo
 
 bench:
 	$(PY) -m benchmarks.detection

@@ -70,6 +70,22 @@ class LocalServerError(LLMUnavailableError):
     """The local server did not come up, crashed, or its port is taken (the message has its log tail)."""
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL).
+
+    ``atexit`` and ``finally`` cover normal exits, Ctrl-C and SIGTERM; this covers a driver that is
+    killed outright, so no llama.cpp server outlives the search that started it.
+    """
+    import ctypes
+    import signal as _signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, _signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port on ``host`` that is free right now (the OS picks it by binding port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -212,6 +228,7 @@ class ManagedServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except OSError as exc:
             raise LocalServerError(f"{self.name}: cannot run {argv[0]!r} ({exc})") from None

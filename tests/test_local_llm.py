@@ -435,3 +435,30 @@ def test_client_switches_to_llama_cpp_json_object_schema_form():
         sent = [r.body["response_format"] for r in fake.chat_requests]
     assert [f["type"] for f in sent] == ["json_schema", "json_object", "json_object"]  # switched once
     assert sent[1]["schema"] == schema_format["json_schema"]["schema"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_server_dies_with_a_killed_parent(tmp_path, fake_script):
+    """A driver killed outright (SIGKILL: no atexit, no finally) must not leave the server behind."""
+    parent_code = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from searchers.local_llm import ManagedServer
+        server = ManagedServer([sys.executable, {str(fake_script)!r}, "{{host}}", "{{port}}", "ok"],
+                               log_dir={str(tmp_path)!r}, name="fake LLM")
+        server.start()
+        print(server.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert pid_alive(child_pid)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert wait_dead(child_pid), "the server outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
