@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from a2o.config import ExperimentConfig, config_to_dict
-from a2o.errors import A2OError, SearchInterrupted, TrainingError
+from a2o.errors import SearchInterrupted, TrainingError
 
 log = logging.getLogger("a2o.search")
 
@@ -70,14 +70,10 @@ def prepare_data(cfg: ExperimentConfig):
     """Manifest and frame store (reused when already prepared). Returns (manifest, labels)."""
     from a2o.data.framestore import prepare_frame_store
     from a2o.data.manifest import load_manifest, write_manifest
+    from a2o.data.synthetic import ensure_synthetic
     from a2o.train.trial import frames_root, label_names
 
-    if cfg.data.dataset == "synthetic":
-        from a2o.data.synthetic import generate_synth
-
-        if not cfg.data.root:
-            raise A2OError("data.root: set the A2O-Synth directory (it is generated there if missing)")
-        generate_synth(cfg.data.root, preset=cfg.data.synth_preset, seed=cfg.data.seed)
+    ensure_synthetic(cfg.data)
     manifest = load_manifest(cfg.data)
     write_manifest(manifest, cfg.storage.path("manifest.parquet"))
     summary = prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=True)

@@ -7,27 +7,10 @@ at ``storage/frames/<grid_key>`` -> summary table. Rerunning reuses every stored
 from __future__ import annotations
 
 import logging
-import os
 
-from a2o.config import ExperimentConfig, load_config
+from a2o.config import load_config
 
 log = logging.getLogger(__name__)
-
-
-def _start_ray(cfg: ExperimentConfig) -> bool:
-    """Join ``ray.address`` / ``RAY_ADDRESS`` or start a private local cluster; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    # Local clusters run without token auth, or the `ray job` CLI and clients fail.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus or None, include_dashboard=False)
-    return True
 
 
 def _print_summary(manifest, summary, frames_uri: str, manifest_uri: str) -> None:
@@ -54,14 +37,17 @@ def prepare(args) -> int:
     """Read the manifest, split it, and decode every video once onto the frame grid."""
     import ray
 
+    from a2o.commands._ray import connect
     from a2o.data.framestore import grid_key, prepare_frame_store
     from a2o.data.manifest import load_manifest, write_manifest
+    from a2o.data.synthetic import ensure_synthetic
 
     cfg = load_config(args.config, args.overrides)
+    ensure_synthetic(cfg.data)
     manifest = load_manifest(cfg.data)
     manifest_uri = write_manifest(manifest, cfg.storage.path("manifest.parquet"))
     frames_uri = cfg.storage.path("frames", grid_key(cfg.data))
-    started = _start_ray(cfg)
+    started = connect(cfg.ray.address, cfg.ray.num_cpus)
     try:
         summary = prepare_frame_store(manifest, cfg.data, frames_uri)
     finally:

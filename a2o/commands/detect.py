@@ -8,27 +8,12 @@ and what was reused.
 from __future__ import annotations
 
 import logging
-import os
 
+from a2o.commands._ray import connect
 from a2o.config import load_config
 from a2o.errors import ClassTextError
 
 log = logging.getLogger(__name__)
-
-
-def _connect_ray(address: str, num_cpus: int) -> bool:
-    """Join ``address`` / ``RAY_ADDRESS`` or start a private local cluster; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local clusters run without token auth
-    address = address or os.environ.get("RAY_ADDRESS", "")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False)
-    return True
 
 
 def run(args) -> int:
@@ -46,7 +31,7 @@ def run(args) -> int:
         raise ClassTextError('--classes is empty; pass a comma-separated list such as "person,ball"')
     class_set = validate_class_set(raw)
 
-    started_ray = _connect_ray(cfg.ray.address, cfg.ray.num_cpus)
+    started_ray = connect(cfg.ray.address, cfg.ray.num_cpus)
     try:
         frames_uri = cfg.storage.path("frames", grid_key(cfg.data))
         store = FrameStore(frames_uri)

@@ -411,3 +411,15 @@ def generate_synth(
             fs.makedirs(os.path.dirname(f"{path.rstrip('/')}/{name}"), exist_ok=True)
             fs.put_file(os.path.join(tmp, name), f"{path.rstrip('/')}/{name}")
     return out_dir
+
+
+def ensure_synthetic(data_cfg) -> None:
+    """Generate A2O-Synth at ``data.root`` when the config names it and it is not there yet.
+
+    A no-op for other datasets, and for an existing dataset with the same parameters.
+    """
+    if data_cfg.dataset != "synthetic":
+        return
+    if not data_cfg.root:
+        raise DataError("data.root: set the A2O-Synth directory (it is generated there if missing)")
+    generate_synth(data_cfg.root, preset=data_cfg.synth_preset, seed=data_cfg.seed)
