@@ -217,6 +217,10 @@ class LLMClientSpec:
     max_retries: int = 2  # client retries on connection errors / 5xx before giving up
     cache_path: Optional[str] = None  # replay-cache file (run storage); None disables replay
     seed: Optional[int] = None  # default sampling seed sent to the server (part of the cache key)
+    # How a JSON schema is sent: "openai" (response_format json_schema) or "llama" (llama.cpp's
+    # json_object + schema, which its server takes instead). "openai" switches to "llama" on the
+    # server's refusal; the embedded server starts with "llama" and saves that round trip.
+    schema_form: str = "openai"
 
     @classmethod
     def from_config(cls, llm_config: Any, *, base_url: Optional[str] = None, cache_path: Optional[str] = None,
@@ -242,6 +246,8 @@ class LLMClientSpec:
             max_retries=llm_config.max_retries,
             cache_path=cache_path if llm_config.replay_cache else None,
             seed=seed,
+            # base_url 'local' is the embedded llama.cpp server: send its schema form directly.
+            schema_form="llama" if llm_config.base_url == "local" else "openai",
         )
 
     def build(self) -> LLMClient:
@@ -268,7 +274,7 @@ class LLMClient:
         self._resolved_model: Optional[str] = spec.model or None
         # Set once the server turned down an OpenAI json_schema response_format but takes
         # llama.cpp's json_object+schema form; later requests use that form directly.
-        self._json_object_schema = False
+        self._json_object_schema = spec.schema_form == "llama"
         self._openai = self._make_openai(spec)
 
     @staticmethod
