@@ -170,6 +170,13 @@ class TrainConfig:
     final_epochs: int = _f(5, "Epochs when the best class set is trained after the search.")
     batch_size: int = _f(8, "Clips per step per worker.")
     lr: float = _f(1e-4, "Peak AdamW learning rate.")
+    fusion_lr_scale: float = _f(
+        1.0,
+        "Learning rate of the map adapter + zero-init projection as a multiple of train.lr. The "
+        "projection starts at zero, so the maps' path starts with no effect and must grow from "
+        "there; a larger step lets it grow before the probe settles on RGB cues (the demo's frozen "
+        "random-init encoder needs 100).",
+    )
     weight_decay: float = _f(0.05, "AdamW weight decay.")
     warmup_fraction: float = _f(0.1, "Share of steps with linear warm-up before the cosine decay.")
     grad_accum: int = _f(1, "Gradient accumulation steps.")
@@ -192,6 +199,7 @@ class TrainConfig:
         for key in ("epochs", "final_epochs", "batch_size", "grad_accum", "num_workers"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.fusion_lr_scale > 0, "train.fusion_lr_scale", "must be > 0 (1 = same lr as the backbone)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0.0 <= self.warmup_fraction < 1.0, "train.warmup_fraction", "must be in [0, 1)")
         _check(self.gpus_per_worker >= 0, "train.gpus_per_worker", "must be >= 0")

@@ -9,8 +9,11 @@ the map-free baseline:
     (c) irrelevant objects     the distractors only
     (d) relevant + scene       (b) + the background regions (floor, wall, grass, table)
 
-    python -m benchmarks.maps_matter                       # demo preset, 3 seeds
-    python -m benchmarks.maps_matter --seeds 5 --epochs 12 --out runs/bench/maps_matter
+    python -m benchmarks.maps_matter                       # demo preset, 3 seeds, ~10 min on 2 cores
+    python -m benchmarks.maps_matter --seeds 5 --epochs 20 --out runs/bench/maps_matter
+
+Defaults (benchmarks._common.Geometry): 4 frames at 32 px, patch 4, hidden 64 x 2 layers, frozen
+random-init encoder, lr 5e-4 with the fusion path at 200x (train.fusion_lr_scale), 15 epochs.
 
 Training runs in-process through the real Ray Train loop in Ray Train's local mode
 (:func:`benchmarks._common.train_in_process`); one torch thread, so two benchmarks can share a
@@ -57,13 +60,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per class set (paired)")
     parser.add_argument("--preset", default="demo", choices=("tiny", "demo"), help="A2O-Synth preset")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs per run")
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs per run")
     parser.add_argument("--frames", type=int, default=Geometry.num_frames, help="frames per clip")
     parser.add_argument("--resolution", type=int, default=Geometry.resolution, help="model input side")
     parser.add_argument("--hidden", type=int, default=Geometry.hidden, help="tiny V-JEPA2 hidden size")
     parser.add_argument("--layers", type=int, default=Geometry.layers, help="tiny V-JEPA2 layers")
     parser.add_argument("--lr", type=float, default=Geometry.lr, help="peak learning rate")
     parser.add_argument("--batch-size", type=int, default=Geometry.batch_size, help="clips per step")
+    parser.add_argument("--patch", type=int, default=Geometry.patch, help="tiny V-JEPA2 patch size")
+    parser.add_argument(
+        "--fusion-lr-scale", type=float, default=Geometry.fusion_lr_scale,
+        help="adapter + projection lr as a multiple of --lr (train.fusion_lr_scale)",
+    )
+    parser.add_argument(
+        "--freeze-backbone", action=argparse.BooleanOptionalAction, default=Geometry.freeze_backbone,
+        help="freeze the random-init V-JEPA2 encoder (probe and fusion path train)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--work-dir", default="", help="where data and runs go (default: a temp dir)")
     parser.add_argument("--out", default="runs/bench/maps_matter", help="folder of the results JSON")
@@ -79,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     geometry = Geometry(
         num_frames=args.frames, resolution=args.resolution, hidden=args.hidden, layers=args.layers,
-        batch_size=args.batch_size, lr=args.lr,
+        patch=args.patch, batch_size=args.batch_size, lr=args.lr, fusion_lr_scale=args.fusion_lr_scale,
+        freeze_backbone=args.freeze_backbone,
     )
     with tempfile.TemporaryDirectory(prefix="a2o-maps-matter-") as tmp:
         work_dir = args.work_dir or tmp
@@ -120,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"$ {command_line()}")
     print(f"A2O-Synth '{args.preset}', {args.seeds} seeds, {args.epochs} epochs, T={args.frames}, "
-          f"{args.resolution}px, tiny V-JEPA2 hidden {args.hidden} x {args.layers} layers, lr {args.lr:g}, "
-          f"oracle maps; setup {setup_s:.0f} s, wall {wall_s:.0f} s")
+          f"{args.resolution}px, tiny V-JEPA2 hidden {args.hidden} x {args.layers} layers, patch {args.patch}, "
+          f"{'frozen' if args.freeze_backbone else 'fine-tuned'} encoder, lr {args.lr:g}, "
+          f"fusion lr x{args.fusion_lr_scale:g}, oracle maps; setup {setup_s:.0f} s, wall {wall_s:.0f} s")
     print(table)
     for name, classes in sets.items():
         print(f"  {name}: {', '.join(classes) or '(none)'}")

@@ -134,13 +134,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=tcfg.lr,
-    )
+    # Param groups: (fusion | rest) x (decay | no decay). The fusion path (adapter + zero-init
+    # projection) may take a larger step (train.fusion_lr_scale); LambdaLR scales each group's lr.
+    fusion_ids = {id(p) for p in core.fusion.parameters()} if core.fusion is not None else set()
+    groups = []
+    for is_fusion in (False, True):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fusion_ids) == is_fusion]
+        lr = tcfg.lr * (tcfg.fusion_lr_scale if is_fusion else 1.0)
+        groups.append({"params": [p for p in params if p.ndim >= 2], "weight_decay": tcfg.weight_decay, "lr": lr})
+        groups.append({"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr})
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=tcfg.lr)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))
     if tcfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
