@@ -33,6 +33,7 @@ __all__ = [
     "apply_overrides",
     "field_docs",
     "resolve_paths",
+    "absolute_if_local",
 ]
 
 DATASETS = ("ssv2", "multisports", "k400", "csv", "synthetic")
@@ -477,7 +478,7 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Exper
     return resolve_paths(config_from_dict(apply_overrides(values, overrides)))
 
 
-def _absolute_if_local(value: str, *, must_exist: bool = False) -> str:
+def absolute_if_local(value: str, *, must_exist: bool = False) -> str:
     import os
 
     if not value or "://" in value or os.path.isabs(value):
@@ -496,16 +497,16 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
     r = dataclasses.replace
     return r(
         config,
-        data=r(config.data, root=_absolute_if_local(config.data.root)),
+        data=r(config.data, root=absolute_if_local(config.data.root)),
         detect=r(
             config.detect,
-            grounding_dino=_absolute_if_local(config.detect.grounding_dino, must_exist=True),
-            sam2=_absolute_if_local(config.detect.sam2, must_exist=True),
+            grounding_dino=absolute_if_local(config.detect.grounding_dino, must_exist=True),
+            sam2=absolute_if_local(config.detect.sam2, must_exist=True),
         ),
-        model=r(config.model, checkpoint=_absolute_if_local(config.model.checkpoint, must_exist=True)),
-        search=r(config.search, ood_history=_absolute_if_local(config.search.ood_history)),
-        llm=r(config.llm, prompt_template=_absolute_if_local(config.llm.prompt_template)),
-        storage=r(config.storage, root=_absolute_if_local(config.storage.root)),
+        model=r(config.model, checkpoint=absolute_if_local(config.model.checkpoint, must_exist=True)),
+        search=r(config.search, ood_history=absolute_if_local(config.search.ood_history)),
+        llm=r(config.llm, prompt_template=absolute_if_local(config.llm.prompt_template)),
+        storage=r(config.storage, root=absolute_if_local(config.storage.root)),
     )
 
 

@@ -20,14 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from a2o.config import ExperimentConfig, config_to_dict
+from a2o.config import ExperimentConfig, absolute_if_local, config_to_dict
 from a2o.errors import SearchInterrupted, TrainingError
 
 log = logging.getLogger("a2o.search")
 
-
-def _absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def _is_remote(uri: str) -> bool:
@@ -219,7 +216,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
     from a2o.train.trial import trainable_for
 
     started = time.perf_counter()
-    storage = _absolute(cfg.storage.path("tune"))
+    storage = absolute_if_local(cfg.storage.path("tune"))
     experiment_dir = os.path.join(storage, cfg.storage.experiment_name) if "://" not in storage else f"{storage}/{cfg.storage.experiment_name}"
     trainable = trainable_for(cfg)
     searcher = None

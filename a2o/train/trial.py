@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from a2o.config import ExperimentConfig, config_from_dict, config_to_dict
+from a2o.config import ExperimentConfig, absolute_if_local, config_from_dict, config_to_dict
 from a2o.errors import ResourceError, TrainingError
 from a2o.train.loop import TrialInputs, train_loop_per_worker
 
@@ -41,9 +41,6 @@ def frames_root(cfg: ExperimentConfig) -> str:
     """Where ``a2o data prepare`` put the frame grid of this config."""
     return cfg.storage.path("frames", f"t{cfg.data.num_frames}_r{cfg.data.grid_resolution}")
 
-
-def _absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def label_names(manifest) -> list[str]:
@@ -216,7 +213,7 @@ def fit_trial(
             num_workers=tcfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
-            name=run_name, storage_path=_absolute(cfg.storage.path("train")), callbacks=callbacks
+            name=run_name, storage_path=absolute_if_local(cfg.storage.path("train")), callbacks=callbacks
         ),
     )
     try:
