@@ -155,6 +155,11 @@ class ModelConfig:
     tiny_hidden: int = _f(64, "Hidden size of the 'tiny' preset.")
     tiny_layers: int = _f(2, "Encoder layers of the 'tiny' preset.")
     tiny_patch: int = _f(8, "Patch size of the 'tiny' preset.")
+    tiny_init_std: float = _f(
+        0.0,
+        "Std of the 'tiny' preset's random weights (transformers' initializer_range); 0 = auto, "
+        "0.64 / sqrt(tiny_hidden): the per-layer gain of the published ViT-L (std 0.02 at width 1024).",
+    )
 
     def __post_init__(self) -> None:
         _check(bool(self.checkpoint), "model.checkpoint", "must not be empty")
@@ -163,6 +168,7 @@ class ModelConfig:
         _check(self.tiny_hidden >= 8, "model.tiny_hidden", "must be >= 8")
         _check(self.tiny_layers >= 1, "model.tiny_layers", "must be >= 1")
         _check(self.tiny_patch >= 2, "model.tiny_patch", "must be >= 2")
+        _check(0.0 <= self.tiny_init_std <= 1.0, "model.tiny_init_std", "must be in [0, 1] (0 = auto)")
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,7 @@ class TrainConfig:
         "Learning rate of the map adapter + zero-init projection as a multiple of train.lr. The "
         "projection starts at zero, so the maps' path starts with no effect and must grow from "
         "there; a larger step lets it grow before the probe settles on RGB cues (the demo's frozen "
-        "random-init encoder needs 100).",
+        "random-init encoder uses 50).",
     )
     weight_decay: float = _f(0.05, "AdamW weight decay.")
     warmup_fraction: float = _f(0.1, "Share of steps with linear warm-up before the cosine decay.")
@@ -195,6 +201,12 @@ class TrainConfig:
     seed: int = _f(0, "Training seed.")
     eval_segments: int = _f(2, "Temporal segments in the final test evaluation.")
     eval_views: int = _f(3, "Spatial views in the final test evaluation.")
+    poll_interval_s: float = _f(
+        0.5,
+        "How often the Ray Train controller polls its workers (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, "
+        "set for the trial unless already in the environment). Ray's default, 2 s, adds up to 2 s "
+        "to the start and the end of every trial.",
+    )
 
     def __post_init__(self) -> None:
         for key in ("epochs", "final_epochs", "batch_size", "grad_accum", "num_workers"):
@@ -207,6 +219,7 @@ class TrainConfig:
         _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
         _choice(self.precision, "train.precision", PRECISIONS)
         _check(self.eval_segments >= 1, "train.eval_segments", "must be >= 1")
+        _check(0.05 <= self.poll_interval_s <= 60, "train.poll_interval_s", "must be in [0.05, 60] seconds")
         _check(self.eval_views >= 1, "train.eval_views", "must be >= 1")
         _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", "must be >= 0")
 

@@ -126,6 +126,21 @@ def test_zero_init_fused_input_is_exactly_rgb():
 
 
 @pytest.mark.parametrize("depth", [0, 2])
+def test_fusion_leaves_pixels_without_detections_unchanged(depth):
+    # Even once trained (non-zero projection, biased adapter), a pixel whose maps are all zero keeps
+    # its RGB; a pixel with a detection does not.
+    model = make_recognizer(3, adapter_depth=depth).eval()
+    randomize_projection(model)
+    frames, maps = make_inputs(3)
+    maps[:, :, :, : SIZE // 2] = 0.0  # top half: nothing detected
+    with torch.no_grad():
+        fused = model.fuse(frames, maps)
+    rgb = frames_to_pixel_values(frames)
+    assert torch.allclose(fused[..., : SIZE // 2, :], rgb[..., : SIZE // 2, :], atol=1e-6)
+    assert (fused[..., SIZE // 2 :, :] - rgb[..., SIZE // 2 :, :]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("depth", [0, 2])
 def test_every_trainable_parameter_gets_a_gradient(depth):
     model = make_recognizer(3, adapter_depth=depth)
     frames, maps = make_inputs(3)

@@ -51,20 +51,30 @@ class MapAdapter(nn.Module):
 
 
 class MapFusion(nn.Module):
-    """Adapter + zero-initialised 1x1 projection D -> 3: the residual added to the RGB input."""
+    """Adapter + zero-initialised 1x1 projection D -> 3: the residual added to the RGB input.
+
+    The residual is anchored at "nothing detected": ``P(A(maps)) - P(A(0))``, so a pixel whose
+    maps are all zero keeps its RGB exactly, whatever the adapter's biases. Without the anchor the
+    biases add one colour to every pixel of every clip; that carries no information, and with a
+    large fusion lr it grew until, after V-JEPA2's per-token LayerNorm, every token looked the same
+    and training sat at chance (measured in benchmarks/maps_matter.py). For the default linear
+    adapter this is the same as bias-free 1x1 convolutions.
+    """
 
     def __init__(self, num_classes: int, dim: int, depth: int = 0) -> None:
         super().__init__()
         self.adapter = MapAdapter(num_classes, dim, depth)
-        self.projection = nn.Conv2d(dim, 3, kernel_size=1)
-        # Zero init (weight and bias): at step 0 the residual is exactly 0, so training starts from
-        # the pretrained V-JEPA2 and the maps' influence is learned from there.
+        # No bias: it would cancel in P(A(M)) - P(A(0)) (see the class docstring).
+        self.projection = nn.Conv2d(dim, 3, kernel_size=1, bias=False)
+        # Zero init: at step 0 the residual is exactly 0, so training starts from the pretrained
+        # V-JEPA2 and the maps' influence is learned from there.
         nn.init.zeros_(self.projection.weight)
-        nn.init.zeros_(self.projection.bias)
 
     def forward(self, pixel_values: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """pixel_values (B, T, 3, H, W) normalised RGB, maps (B, T, C, H, W) -> (B, T, 3, H, W)."""
         features = self.adapter(maps)  # (B, T, D, H, W)
         batch, frames, dim, height, width = features.shape
-        residual = self.projection(features.reshape(batch * frames, dim, height, width))
+        # A(0): the adapter's response to an empty pixel, one (D,) vector (the adapter is per pixel).
+        empty = self.adapter(maps.new_zeros((1, 1, self.adapter.num_classes, 1, 1)))  # (1, 1, D, 1, 1)
+        residual = self.projection((features - empty).reshape(batch * frames, dim, height, width))
         return pixel_values + residual.reshape(batch, frames, 3, height, width)

@@ -150,6 +150,25 @@ def _tiny_heads(hidden: int) -> int:
     return 1
 
 
+# The published V-JEPA2 ViT-L initialises with std 0.02 at width 1024: a per-matrix gain of
+# 0.02 * sqrt(1024) = 0.64. The tiny preset keeps that gain at its own width.
+_PUBLISHED_INIT_GAIN = 0.02 * 1024**0.5
+
+
+def tiny_init_std(model_cfg: ModelConfig) -> float:
+    """The tiny preset's weight std: ``model.tiny_init_std``, or 0.64 / sqrt(hidden) when it is 0.
+
+    Why not transformers' default 0.02 at width 64: the gain per matrix is then 0.16, and through
+    patch embedding, attention, pooler and classifier the logits start ~1e-4 of their useful scale.
+    A *random* V-JEPA2 (no pretrained weights offline) then sits on a saddle where the probe sees
+    almost no difference between videos and the zero-init fusion path gets no useful gradient;
+    whether a trial ever leaves it depended on the seed (measured in benchmarks/maps_matter.py).
+    """
+    if model_cfg.tiny_init_std > 0:
+        return float(model_cfg.tiny_init_std)
+    return _PUBLISHED_INIT_GAIN / model_cfg.tiny_hidden**0.5
+
+
 def save_tiny_checkpoint(
     directory: str,
     num_labels: int,
@@ -162,8 +181,8 @@ def save_tiny_checkpoint(
     """Save a random-init small ``VJEPA2ForVideoClassification`` to ``directory``; returns it.
 
     Size from ``model.tiny_hidden``, ``model.tiny_layers``, ``model.tiny_patch``; tubelet 2, one
-    pooler layer, a one-layer predictor. ``seed`` fixes the random weights without touching the
-    global RNG.
+    pooler layer, a one-layer predictor; weight std from :func:`tiny_init_std`. ``seed`` fixes the
+    random weights without touching the global RNG.
     """
     from transformers import VJEPA2Config, VJEPA2ForVideoClassification
 
@@ -183,6 +202,7 @@ def save_tiny_checkpoint(
         pred_num_attention_heads=heads,
         pred_num_hidden_layers=1,
         pred_num_mask_tokens=1,
+        initializer_range=tiny_init_std(model_cfg),
         id2label={i: f"label_{i}" for i in range(num_labels)},
         label2id={f"label_{i}": i for i in range(num_labels)},
     )
