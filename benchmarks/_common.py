@@ -34,7 +34,7 @@ class Geometry:
 
     num_frames: int = 4
     """Frames per clip (T): a multiple of the V-JEPA2 tubelet (2). Four of the demo's eight rendered
-    frames: each tubelet then spans a large step of the motion, which a frozen random encoder sees."""
+    frames: each tubelet then spans a large step of the motion."""
     resolution: int = 32
     """Side of the square model input."""
     hidden: int = 64
@@ -45,9 +45,9 @@ class Geometry:
     """Patch size of the tiny V-JEPA2 (4 at 32 px: 8 x 8 tokens per tubelet, objects span tokens)."""
     batch_size: int = 8
     """Clips per optimiser step."""
-    lr: float = 5e-4
+    lr: float = 2e-3
     """Peak AdamW learning rate (the probe's, with the encoder frozen)."""
-    fusion_lr_scale: float = 200.0
+    fusion_lr_scale: float = 50.0
     """Adapter + zero-init projection learning rate as a multiple of ``lr`` (``train.fusion_lr_scale``)."""
     freeze_backbone: bool = True
     """Freeze the V-JEPA2 encoder (``model.freeze_backbone``); the probe and the fusion path train.
@@ -163,7 +163,10 @@ def train_in_process(cfg: ExperimentConfig, classes: Sequence[str], *, epochs: i
             "extra_metrics": {"maps_computed": detect_stats["computed"], "maps_reused": detect_stats["reused"]},
         },
         scaling_config=ScalingConfig(num_workers=0),  # local mode: same process, no Ray cluster
-        run_config=RunConfig(name="in-process", storage_path=os.path.abspath(cfg.storage.path("train"))),
+        # a name per process and start time: parallel benchmark jobs share one storage folder
+        run_config=RunConfig(
+            name=f"in-process-{os.getpid()}-{time.time_ns()}", storage_path=os.path.abspath(cfg.storage.path("train"))
+        ),
     )
     result = trainer.fit()
     return InProcessResult(dict(result.metrics or {}), time.perf_counter() - started)

@@ -9,24 +9,29 @@ the map-free baseline:
     (c) irrelevant objects     the distractors only
     (d) relevant + scene       (b) + the background regions (floor, wall, grass, table)
 
-    python -m benchmarks.maps_matter                       # demo preset, 3 seeds, ~10 min on 2 cores
+    python -m benchmarks.maps_matter                       # demo preset, 3 seeds, 2 jobs
     python -m benchmarks.maps_matter --seeds 5 --epochs 20 --out runs/bench/maps_matter
 
 Defaults (benchmarks._common.Geometry): 4 frames at 32 px, patch 4, hidden 64 x 2 layers, frozen
-random-init encoder, lr 5e-4 with the fusion path at 200x (train.fusion_lr_scale), 15 epochs.
+random-init encoder (weight std 0.64 / sqrt(hidden), see a2o.model.recognizer.tiny_init_std), lr
+2e-3 with the fusion path (adapter + zero-init projection, anchored so empty maps add nothing) at
+50x (train.fusion_lr_scale), 15 epochs.
 
-Training runs in-process through the real Ray Train loop in Ray Train's local mode
-(:func:`benchmarks._common.train_in_process`); one torch thread, so two benchmarks can share a
-2-core machine. Results (per seed, summaries, tests, settings) go to ``--out/maps_matter.json``.
+Training runs through the real Ray Train loop in Ray Train's local mode
+(:func:`benchmarks._common.train_in_process`), one torch thread per run; ``--jobs`` runs that many
+(seed, class set) runs at once in spawned processes. The maps are filled once, up front. Results
+(per seed, summaries, tests, settings) go to ``--out/maps_matter.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from benchmarks._common import (
@@ -76,10 +81,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--freeze-backbone", action=argparse.BooleanOptionalAction, default=Geometry.freeze_backbone,
         help="freeze the random-init V-JEPA2 encoder (probe and fusion path train)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (spawned processes)")
     parser.add_argument("--work-dir", default="", help="where data and runs go (default: a temp dir)")
     parser.add_argument("--out", default="runs/bench/maps_matter", help="folder of the results JSON")
     return parser.parse_args(argv)
+
+
+def _run_one(cfg, seed: int, name: str, classes: list[str], threads: int) -> tuple[int, str, dict]:
+    """One (seed, class set) run; module level so a spawned process can unpickle it."""
+    quiet_logs()
+    set_torch_threads(threads)
+    result = train_in_process(with_seed(cfg, seed), classes)
+    metrics = result.metrics
+    return seed, name, {
+        "seed": seed,
+        "val_accuracy": float(metrics["val_accuracy"]),
+        "loss": float(metrics["loss"]),
+        "classwise_accuracy": metrics["classwise_accuracy"],
+        "wall_time_s": result.wall_time_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,21 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = args.work_dir or tmp
         cfg = build_experiment(work_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)
         sets = class_sets(cfg.data.root)
+        # Fill the map cache once here, so parallel runs only read it.
+        from a2o.train.trial import prepare_inputs
+
+        prepare_inputs(cfg, sorted({c for classes in sets.values() for c in classes}))
         setup_s = time.perf_counter() - started
         runs: dict[str, list[dict]] = {name: [] for name in sets}
-        for seed in range(args.seeds):
-            for name, classes in sets.items():
-                result = train_in_process(with_seed(cfg, seed), classes)
-                metrics = result.metrics
-                runs[name].append({
-                    "seed": seed,
-                    "val_accuracy": float(metrics["val_accuracy"]),
-                    "loss": float(metrics["loss"]),
-                    "classwise_accuracy": metrics["classwise_accuracy"],
-                    "wall_time_s": result.wall_time_s,
-                })
-                print(f"seed {seed} {name:<30} val_accuracy={metrics['val_accuracy']:.3f} "
-                      f"train_loss={metrics['loss']:.3f} ({result.wall_time_s:.0f} s)", flush=True)
+        jobs = [(seed, name, classes) for seed in range(args.seeds) for name, classes in sets.items()]
+        print(f"{len(jobs)} runs ({args.seeds} seeds x {len(sets)} class sets), {args.jobs} at a time", flush=True)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context) as pool:
+            futures = [pool.submit(_run_one, cfg, seed, name, classes, args.threads) for seed, name, classes in jobs]
+            for future in futures:
+                seed, name, run = future.result()
+                runs[name].append(run)
+                print(f"seed {seed} {name:<30} val_accuracy={run['val_accuracy']:.3f} "
+                      f"train_loss={run['loss']:.3f} ({run['wall_time_s']:.0f} s)", flush=True)
 
     baseline = [r["val_accuracy"] for r in runs["(a) no maps"]]
     rows, summary = [], {}
@@ -135,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"A2O-Synth '{args.preset}', {args.seeds} seeds, {args.epochs} epochs, T={args.frames}, "
           f"{args.resolution}px, tiny V-JEPA2 hidden {args.hidden} x {args.layers} layers, patch {args.patch}, "
           f"{'frozen' if args.freeze_backbone else 'fine-tuned'} encoder, lr {args.lr:g}, "
-          f"fusion lr x{args.fusion_lr_scale:g}, oracle maps; setup {setup_s:.0f} s, wall {wall_s:.0f} s")
+          f"fusion lr x{args.fusion_lr_scale:g}, oracle maps; {args.jobs} jobs x {args.threads} thread(s); "
+          f"setup {setup_s:.0f} s, wall {wall_s:.0f} s")
     print(table)
     for name, classes in sets.items():
         print(f"  {name}: {', '.join(classes) or '(none)'}")

@@ -1,21 +1,23 @@
 """Searcher comparison on A2O-Synth: the same trial budget for every searcher, over several seeds.
 
-    python -m benchmarks.searchers [--seeds 3] [--trials 6] [--quick] [--out DIR] [--llm local|fake|none]
+    python -m benchmarks.searchers [--seeds 3] [--trials 6] [--jobs 2] [--quick] [--out DIR] [--llm local|fake|none]
 
 Searchers: ICRL, Static prompts, Prompt pool, OOD-history (ICRL with the history of *another
 seed's* ICRL run injected), Optuna TPE over vocabulary flags, random subsets, and the hybrid
 {lr, wd} + ICRL space; ICRL, random, Optuna and hybrid also run under ASHA (``--asha``).
 
-How trials run (said again in the printout): each trial runs **in this process**, not through Ray
-Train or Tune, so 200 trials fit in minutes on 2 CPU cores. The trial is a cheap but real training
-run built from the blocks of :mod:`a2o.train.loop` (``ClipDataset``, ``build_recognizer``,
-``cosine_with_warmup``, ``confusion_on``): the annotation detector fills the real map cache, a tiny
-V-JEPA2 (the same saved weights for every trial) with a fresh adapter and probe is trained with
-AdamW + cosine for ``--epochs`` epochs, and per-epoch val accuracy is the reward. Searchers are
-driven through their Ray Tune ``Searcher`` API (``suggest`` / ``on_trial_result`` /
-``on_trial_complete``), one trial at a time; ASHA is Ray's ``ASHAScheduler`` called with the same
-per-epoch results. Test accuracy is that of the best-val trial's model on the test split (one
-centre clip per video), so the search never sees test.
+How trials run (said again in the printout): each trial runs **in a benchmark process**, not
+through Ray Train or Tune, so a few hundred trials fit on 2 CPU cores; ``--jobs`` searches run at
+once in spawned processes. The trial is a real training run built from the blocks of
+:mod:`a2o.train.loop` (``ClipDataset``, ``build_recognizer``, ``build_optimizer``,
+``confusion_on``) under the recipe of ``benchmarks/maps_matter.py`` (:class:`benchmarks._common.Geometry`):
+the annotation detector fills the real map cache, a frozen tiny V-JEPA2 (the same saved weights for
+every trial) with a fresh adapter, zero-init projection and probe is trained for ``--epochs``
+epochs, and per-epoch val accuracy is the reward. Searchers are driven through their Ray Tune
+``Searcher`` API (``suggest`` / ``on_trial_result`` / ``on_trial_complete``), one trial at a time
+per search; ASHA is Ray's ``ASHAScheduler`` called with the same per-epoch results. Test accuracy is
+that of the best-val trial's model on the test split (one centre clip per video), so the search
+never sees test.
 
 LLM (``--llm``): ``local`` (default) starts the embedded llama.cpp server (needs
 ``make install-llm``; the benchmark stops with that message otherwise); ``fake`` is a *scripted*
@@ -33,6 +35,7 @@ storage (frames, maps, tiny weights) is ``storage/``. Then ``a2o report <out>`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -46,6 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from benchmarks._common import Geometry
 
 log = logging.getLogger("benchmarks.searchers")
 
@@ -103,9 +108,12 @@ class MemoMaps:
         return np.stack(planes, axis=1)
 
 
-def setup(out_dir: str, *, preset: str, num_frames: int, resolution: int, hidden: int, layers: int,
-          batch_size: int, lr: float, epochs: int) -> Bench:
-    """Generate A2O-Synth, decode it once into the frame store, save the tiny V-JEPA2 weights."""
+def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Bench:
+    """Generate A2O-Synth, decode it once into the frame store, save the tiny V-JEPA2 weights.
+
+    Idempotent (each parallel job calls it; only the first writes). ``geometry`` is the model and
+    optimiser recipe of ``benchmarks/maps_matter.py``, under which maps of the right objects help.
+    """
     from a2o.config import config_from_dict
     from a2o.data.framestore import FrameStore, prepare_frame_store
     from a2o.data.manifest import load_manifest
@@ -115,14 +123,16 @@ def setup(out_dir: str, *, preset: str, num_frames: int, resolution: int, hidden
     from a2o.train.trial import frames_root, label_names, resolve_checkpoint
 
     synth = generate_synth(os.path.join(out_dir, "synth"), preset=preset, seed=0)
+    g = geometry
     cfg = config_from_dict({
-        "data": {"dataset": "synthetic", "root": synth, "synth_preset": preset, "num_frames": num_frames,
-                 "resolution": resolution},
+        "data": {"dataset": "synthetic", "root": synth, "synth_preset": preset, "num_frames": g.num_frames,
+                 "resolution": g.resolution},
         "detect": {"detector": "annotation"},
-        "model": {"checkpoint": "tiny", "tiny_hidden": hidden, "tiny_layers": layers, "tiny_patch": 8,
-                  "adapter_dim": 16},
-        "train": {"epochs": epochs, "final_epochs": epochs, "batch_size": batch_size, "lr": lr,
-                  "weight_decay": 0.05, "augment": False, "eval_segments": 1, "eval_views": 1},
+        "model": {"checkpoint": "tiny", "tiny_hidden": g.hidden, "tiny_layers": g.layers, "tiny_patch": g.patch,
+                  "freeze_backbone": g.freeze_backbone},
+        "train": {"epochs": epochs, "final_epochs": epochs, "batch_size": g.batch_size, "lr": g.lr,
+                  "fusion_lr_scale": g.fusion_lr_scale, "weight_decay": 0.05, "augment": False,
+                  "eval_segments": 1, "eval_views": 1},
         "search": {"max_classes": 8, "vocabulary": VOCABULARY, "task_description": TASK},
         "llm": {"prompt": "small"},
         "storage": {"root": os.path.abspath(os.path.join(out_dir, "storage")), "experiment_name": "bench"},
@@ -175,7 +185,7 @@ def run_trial(bench: Bench, classes: Sequence[str], *, lr: float, weight_decay: 
 
     from a2o.model import build_recognizer
     from a2o.train.data import ClipDataset
-    from a2o.train.loop import confusion_on, cosine_with_warmup
+    from a2o.train.loop import build_optimizer, confusion_on
     from a2o.train.metrics import classwise_from_confusion
 
     started = time.perf_counter()
@@ -193,12 +203,9 @@ def run_trial(bench: Bench, classes: Sequence[str], *, lr: float, weight_decay: 
         batch_size=tcfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     val_loader = torch.utils.data.DataLoader(
         ClipDataset(val_ids, val_labels, bench.store, maps, size=size, train=False), batch_size=64)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr)
-    total = len(train_loader) * tcfg.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, int(tcfg.warmup_fraction * total)))
+    # the training loop's own optimiser: AdamW + cosine, fusion path at train.fusion_lr_scale x lr
+    trial_train = dataclasses.replace(tcfg, lr=lr, weight_decay=weight_decay)
+    optimizer, schedule = build_optimizer(model, model, trial_train, total_steps=len(train_loader) * tcfg.epochs)
     loss_fn = torch.nn.CrossEntropyLoss()
     reports: list[dict[str, Any]] = []
     stopped = False
@@ -273,9 +280,20 @@ class ScriptedLLM:
 
 @dataclass(frozen=True)
 class LLMChoice:
+    """One LLM endpoint of the LLM searchers; plain values, so it pickles into spawned jobs."""
+
     label: str  # "local" | "fake" | "remote"
-    make: Callable[[int], Any]  # seed -> llm argument of the searchers
     response_format: str
+    spec: Any = None  # searchers.llm_client.LLMClientSpec (None for "fake")
+
+    def make(self, seed: int, run_slug: str):
+        """The searcher's ``llm`` argument; one replay-cache file per run, so jobs never share one."""
+        if self.spec is None:
+            return ScriptedLLM(VOCABULARY, seed)
+        cache = self.spec.cache_path
+        if cache:
+            cache = cache.replace(".jsonl", f"_{run_slug}.jsonl")
+        return dataclasses.replace(self.spec, cache_path=cache)
 
 
 def llm_choices(mode: str, out_dir: str, stack: list) -> list[LLMChoice]:
@@ -283,6 +301,8 @@ def llm_choices(mode: str, out_dir: str, stack: list) -> list[LLMChoice]:
     from searchers.llm_client import LLMClientSpec
 
     choices = []
+    replay_dir = os.path.join(out_dir, "llm_replay")
+    os.makedirs(replay_dir, exist_ok=True)
     if mode == "local":
         if importlib.util.find_spec("llama_cpp") is None:
             raise SystemExit(
@@ -296,18 +316,18 @@ def llm_choices(mode: str, out_dir: str, stack: list) -> list[LLMChoice]:
         server = start_local_llm(LLMConfig(base_url="local"), os.path.join(out_dir, "logs"))
         stack.append(server)
         spec = LLMClientSpec(base_url=server.base_url, temperature=0.7, max_tokens=256,
-                             cache_path=os.path.join(out_dir, "llm_replay_local.jsonl"))
+                             cache_path=os.path.join(replay_dir, "local.jsonl"))
         # Plain-text replies: the installed llama_cpp.server accepts only 'text' / 'json_object'
         # response formats (a 'json_schema' request is answered with HTTP 500).
-        choices.append(LLMChoice("local", lambda seed: spec, "text"))
+        choices.append(LLMChoice("local", "text", spec))
     elif mode == "fake":
-        choices.append(LLMChoice("fake", lambda seed: ScriptedLLM(VOCABULARY, seed), "text"))
+        choices.append(LLMChoice("fake", "text"))
     remote = os.environ.get("A2O_LLM_BASE_URL")
     if remote and mode != "none":
         spec = LLMClientSpec(base_url=remote, model=os.environ.get("A2O_LLM_MODEL", ""),
                              api_key_env=os.environ.get("A2O_LLM_API_KEY_ENV", "OPENAI_API_KEY"),
-                             cache_path=os.path.join(out_dir, "llm_replay_remote.jsonl"))
-        choices.append(LLMChoice("remote", lambda seed: spec, "text"))
+                             cache_path=os.path.join(replay_dir, "remote.jsonl"))
+        choices.append(LLMChoice("remote", "text", spec))
     return choices
 
 
@@ -343,7 +363,7 @@ def make_searcher(method: Method, *, seed: int, trials: int, epochs: int, action
     common = {"max_classes": 8, "num_trials": trials, "seed": seed}
     if method.searcher in ("random", "optuna"):
         return searchers.create_searcher(method.searcher, vocabulary=VOCABULARY, **common)
-    kwargs = dict(common, llm=method.llm.make(seed), action_names=action_names, task_description=TASK,
+    kwargs = dict(common, llm=method.llm.make(seed, f"{method.slug}_seed{seed}"), action_names=action_names, task_description=TASK,
                   vocabulary=VOCABULARY, response_format=method.llm.response_format, epochs_per_trial=epochs)
     if method.searcher != "pool":
         kwargs["prompt"] = "small"
@@ -568,7 +588,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--searchers", default=",".join(ALL_SEARCHERS), help="comma-separated subset")
     parser.add_argument("--asha", default=",".join(DEFAULT_ASHA), help="searchers also run under ASHA ('' = none)")
     parser.add_argument("--preset", choices=["tiny", "demo"], default=None, help="A2O-Synth preset (default demo)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (ASHA may stop after 1)")
+    parser.add_argument("--epochs", type=int, default=15,
+                        help="epochs per trial (the maps_matter recipe; ASHA may stop a trial after 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="searches at once (spawned processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--target", type=float, default=None,
                         help="val accuracy for 'trials to reach' (default: median of the runs' best val)")
     args = parser.parse_args(argv)
@@ -579,20 +602,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def _quiet_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for name in ("ray", "a2o", "searchers", "transformers", "optuna", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+_JOB_BENCH: Bench | None = None  # the Bench of a spawned job process (set by _init_job)
+
+
+def _init_job(out_dir: str, preset: str, geometry: Geometry, epochs: int, threads: int) -> None:
+    """Initialiser of a spawned job: logging, torch threads, and the (already generated) Bench."""
+    global _JOB_BENCH
+    _quiet_logging()
     import torch
-    import transformers
 
-    transformers.utils.logging.disable_progress_bar()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    _JOB_BENCH = setup(out_dir, preset=preset, geometry=geometry, epochs=epochs)
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+def _search_job(method: Method, seed: int, trials: int, ood_history: list[dict] | None) -> dict:
+    assert _JOB_BENCH is not None, "_init_job did not run"
+    return run_search(_JOB_BENCH, method, seed=seed, trials=trials, ood_history=ood_history)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    args = parse_args(argv)
+    _quiet_logging()
     wall_started = time.perf_counter()
     out_dir = os.path.abspath(args.out)
     os.makedirs(out_dir, exist_ok=True)
@@ -601,53 +644,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted((set(wanted) | asha) - set(ALL_SEARCHERS))
     if unknown:
         raise SystemExit(f"unknown searcher(s) {unknown}; valid: {list(ALL_SEARCHERS)}")
+    geometry = Geometry()
     servers: list = []
     try:
         llms = llm_choices(args.llm, out_dir, servers) if set(wanted) & set(LLM_SEARCHERS) else []
         methods: list[Method] = []
-        for name in wanted:  # ICRL first: OOD-history reads its histories
+        for name in wanted:
             for scheduler in ("fifo", "asha") if name in asha else ("fifo",):
                 for llm in (llms if name in LLM_SEARCHERS else [None]):
                     methods.append(Method(name, scheduler, llm))
         if any(m.searcher == "ood" for m in methods) and args.seeds < 2:
             print("note: OOD-history needs another seed's ICRL history: skipped with --seeds 1")
             methods = [m for m in methods if m.searcher != "ood"]
-        methods.sort(key=lambda m: (m.searcher != "icrl", m.searcher == "ood"))
-        bench = setup(out_dir, preset=args.preset, num_frames=8, resolution=32, hidden=32, layers=1,
-                      batch_size=16, lr=1e-3, epochs=args.epochs)
+        # OOD-history reads the histories of the ICRL runs: it runs in a second phase.
+        if any(m.searcher == "ood" for m in methods) and not any(m.searcher == "icrl" and m.scheduler == "fifo" for m in methods):
+            print("note: OOD-history needs the ICRL runs (add icrl to --searchers): skipped")
+            methods = [m for m in methods if m.searcher != "ood"]
+        bench = setup(out_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)  # generate once, here
         print(f"A2O-Synth '{args.preset}': {len(bench.labels)} actions, "
               + ", ".join(f"{len(ids)} {s}" for s, (ids, _) in bench.splits.items())
               + f" clips; {args.trials} trials x {args.seeds} seeds x {len(methods)} methods; "
+              f"{args.jobs} jobs x {args.threads} torch thread(s); "
               f"LLM: {', '.join(c.label for c in llms) or 'none'}"
               + (" (SCRIPTED STAND-IN, NOT A LANGUAGE MODEL)" if any(c.label == "fake" for c in llms) else ""))
-        print("trials run in-process (tiny V-JEPA2 + adapter + probe, AdamW + cosine, "
-              f"{args.epochs} epochs); searchers driven through the Ray Tune Searcher API; ASHA = Ray's ASHAScheduler")
+        print("trials run in-process (tiny V-JEPA2 frozen + adapter + zero-init projection + probe, the training "
+              f"loop's AdamW + cosine, fusion lr x{geometry.fusion_lr_scale:g}, {args.epochs} epochs, "
+              f"T={geometry.num_frames}, {geometry.resolution}px); searchers driven through the Ray Tune "
+              "Searcher API; ASHA = Ray's ASHAScheduler", flush=True)
         runs: list[dict] = []
         icrl_history: dict[tuple[str, int], list[dict]] = {}
-        for method in methods:
-            for seed in range(args.seeds):
-                ood = None
-                if method.searcher == "ood":
+
+        def collect(run: dict, method: Method, seed: int) -> None:
+            if method.searcher == "icrl" and method.scheduler == "fifo":
+                icrl_history[(method.llm.label, seed)] = [
+                    {"classes": t["classes"], "val_accuracy": t["val_accuracy"],
+                     "classwise_accuracy": t["classwise_accuracy"]} for t in run["trials"]]
+            write_results(run, out_dir, method, seed)
+            runs.append(run)
+            best = run["best_trial"]
+            print(f"  {method.name:<22} seed {seed}: best val "
+                  f"{best['val_accuracy'] if best else float('nan'):.3f}, test "
+                  f"{run['final']['test']['accuracy'] if run['final'] else float('nan'):.3f}, "
+                  f"{run['search_seconds']:.0f} s  ({len(runs)} runs done)", flush=True)
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
+                                 initargs=(out_dir, args.preset, geometry, args.epochs, args.threads)) as pool:
+            first = [(m, seed) for m in methods if m.searcher != "ood" for seed in range(args.seeds)]
+            futures = {pool.submit(_search_job, m, seed, args.trials, None): (m, seed) for m, seed in first}
+            for future in as_completed(futures):
+                collect(future.result(), *futures[future])
+            second = []
+            for m in (m for m in methods if m.searcher == "ood"):
+                for seed in range(args.seeds):
                     other = (seed + 1) % args.seeds
-                    ood = icrl_history.get((method.llm.label, other))
-                    if not ood:
-                        print(f"note: no ICRL history of seed {other} for {method.name}: skipped")
-                        continue
-                run = run_search(bench, method, seed=seed, trials=args.trials, ood_history=ood)
-                if method.searcher == "icrl" and method.scheduler == "fifo":
-                    icrl_history[(method.llm.label, seed)] = [
-                        {"classes": t["classes"], "val_accuracy": t["val_accuracy"],
-                         "classwise_accuracy": t["classwise_accuracy"]} for t in run["trials"]]
-                write_results(run, out_dir, method, seed)
-                runs.append(run)
-                best = run["best_trial"]
-                print(f"  {method.name:<22} seed {seed}: best val "
-                      f"{best['val_accuracy'] if best else float('nan'):.3f}, test "
-                      f"{run['final']['test']['accuracy'] if run['final'] else float('nan'):.3f}, "
-                      f"{run['search_seconds']:.0f} s", flush=True)
+                    history = icrl_history.get((m.llm.label, other))
+                    if history:
+                        second.append((m, seed, history))
+                    else:
+                        print(f"note: no ICRL history of seed {other} for {m.name}: skipped")
+            futures = {pool.submit(_search_job, m, seed, args.trials, h): (m, seed) for m, seed, h in second}
+            for future in as_completed(futures):
+                collect(future.result(), *futures[future])
     finally:
         for server in servers:
             server.stop()
+    order = {m.name: i for i, m in enumerate(methods)}
+    runs.sort(key=lambda r: (order.get(r["benchmark"]["method"], 0), r["benchmark"]["seed"]))
     bests = [r["best_trial"]["val_accuracy"] for r in runs if r["best_trial"]]
     target = args.target if args.target is not None else (float(np.median(bests)) if bests else 1.0)
     table = summarize_runs(runs, methods, target)
@@ -655,8 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.perf_counter() - wall_started
     command = "python -m benchmarks.searchers " + " ".join(sys.argv[1:] if argv is None else argv)
     footer = (f"\ncommand: {command}\nwall time: {wall:.0f} s on {os.cpu_count()} CPU cores, no GPU; "
-              f"LLM: {', '.join(c.label for c in llms) or 'none'}; target for 'reach' = {target:.3f} "
-              "(median best val over all runs unless --target)\n"
+              f"{args.jobs} jobs; LLM: {', '.join(c.label for c in llms) or 'none'}; target for 'reach' = "
+              f"{target:.3f} (median best val over all runs unless --target)\n"
               "p vs random: two-sided paired t-test over seeds; test = best-val trial's model on the test split\n")
     print("\n" + table + footer)
     with open(os.path.join(out_dir, "summary.md"), "w") as fh:

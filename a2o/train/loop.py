@@ -58,6 +58,27 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def build_optimizer(model: torch.nn.Module, core, tcfg, *, total_steps: int):
+    """AdamW + cosine-with-warm-up over ``total_steps`` for ``model`` (DDP-wrapped or not).
+
+    Param groups: (fusion | rest) x (decay | no decay; biases, norms and tokens get none). The
+    fusion path of ``core`` (adapter + zero-init projection) takes ``train.fusion_lr_scale`` x the lr;
+    LambdaLR scales each group's own lr. ``tcfg`` is the ``train`` config section.
+    """
+    fusion_ids = {id(p) for p in core.fusion.parameters()} if core.fusion is not None else set()
+    groups = []
+    for is_fusion in (False, True):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fusion_ids) == is_fusion]
+        lr = tcfg.lr * (tcfg.fusion_lr_scale if is_fusion else 1.0)
+        groups.append({"params": [p for p in params if p.ndim >= 2], "weight_decay": tcfg.weight_decay, "lr": lr})
+        groups.append({"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr})
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=tcfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(total_steps, int(tcfg.warmup_fraction * total_steps))
+    )
+    return optimizer, scheduler
+
+
 def _shard(items: tuple, rank: int, world: int) -> list:
     # Strided shard without padding, so every val clip counts exactly once across ranks.
     return list(items[rank::world])
@@ -87,6 +108,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from a2o.model import build_recognizer, save_recognizer
     from a2o.train.metrics import classwise_from_confusion
 
+    loop_started = time.perf_counter()
     cfg: ExperimentConfig = config_from_dict(loop_config["experiment"])
     inputs: TrialInputs = loop_config["inputs"]
     tcfg = cfg.train
@@ -134,25 +156,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
 
-    # Param groups: (fusion | rest) x (decay | no decay). The fusion path (adapter + zero-init
-    # projection) may take a larger step (train.fusion_lr_scale); LambdaLR scales each group's lr.
-    fusion_ids = {id(p) for p in core.fusion.parameters()} if core.fusion is not None else set()
-    groups = []
-    for is_fusion in (False, True):
-        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fusion_ids) == is_fusion]
-        lr = tcfg.lr * (tcfg.fusion_lr_scale if is_fusion else 1.0)
-        groups.append({"params": [p for p in params if p.ndim >= 2], "weight_decay": tcfg.weight_decay, "lr": lr})
-        groups.append({"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr})
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=tcfg.lr)
     steps_per_epoch = max(1, math.ceil(len(train_loader) / tcfg.grad_accum))
     if tcfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, tcfg.max_steps_per_epoch)
     epochs = int(loop_config.get("epochs", tcfg.epochs))
-    total_steps = steps_per_epoch * epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, int(tcfg.warmup_fraction * total_steps))
-    )
+    optimizer, scheduler = build_optimizer(model, core, tcfg, total_steps=steps_per_epoch * epochs)
     loss_fn = torch.nn.CrossEntropyLoss()
+
+    # Worker set-up (data, model build, DDP wrap): reported, because on short trials it is a
+    # visible share of the wall time (benchmarks/trial_overhead.py).
+    setup_time_s = time.perf_counter() - loop_started
 
     # ---- train
     for epoch in range(1, epochs + 1):
@@ -192,6 +205,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "epoch": epoch,
             "classes": list(inputs.classes),
             "epoch_time_s": time.perf_counter() - started,
+            "worker_setup_s": setup_time_s,
             **loop_config.get("extra_metrics", {}),
         }
         if rank == 0:

@@ -196,6 +196,9 @@ def fit_trial(
     resources = {"CPU": tcfg.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = tcfg.gpus_per_worker
+    # Ray Train's controller reads its poll interval from the environment of the process that
+    # builds the TorchTrainer (and passes it on to its own actor); a user's setting wins.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", f"{tcfg.poll_interval_s:g}")
     run_name = name or f"trial-{int(time.time() * 1000)}"
     run_name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_name)[:120]
     trainer = TorchTrainer(
