@@ -675,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         icrl_history: dict[tuple[str, int], list[dict]] = {}
 
         def collect(run: dict, method: Method, seed: int) -> None:
+            for server in servers:  # a dead embedded server turns every proposal into a fallback: stop
+                server.check_alive()
             if method.searcher == "icrl" and method.scheduler == "fifo":
                 icrl_history[(method.llm.label, seed)] = [
                     {"classes": t["classes"], "val_accuracy": t["val_accuracy"],

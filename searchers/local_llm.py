@@ -282,8 +282,13 @@ class ManagedServer:
         if self.process is not None and self.process.poll() is not None:
             code = self.process.returncode
             self._forget()
+            hint = ""
+            if code == -4:  # SIGILL: CPU kernels the machine cannot run
+                hint = (" (SIGILL: llama.cpp was built with CPU instructions this machine does not run;"
+                        " rebuild it with `make reinstall-llm`)")
             raise LocalServerError(
-                f"{self.name} exited unexpectedly with code {code}. Last lines of {self.log_path}:\n{self.log_tail()}"
+                f"{self.name} exited unexpectedly with code {code}{hint}. "
+                f"Last lines of {self.log_path}:\n{self.log_tail()}"
             )
 
     def _forget(self) -> None:
@@ -423,4 +428,32 @@ def start_local_llm(llm_cfg: Any, run_dir: os.PathLike | str, *, startup_timeout
     """
     server = LocalLLMServer(llm_cfg.local_model, log_dir=_local_dir(run_dir), startup_timeout_s=startup_timeout_s)
     server.start()
+    try:
+        smoke_test(server)
+    except BaseException:
+        server.stop()
+        raise
     return server
+
+
+def smoke_test(server: ManagedServer, timeout_s: float = 120.0) -> None:
+    """One 1-token completion: the model must run, not only load.
+
+    A health check answers before any weights are used; a llama.cpp built for the wrong CPU then
+    dies on the first real request (seen: SIGILL from AMX kernels), and every proposal of a search
+    would silently become a fallback. This fails at start instead, with the log tail.
+    """
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"prompt": "ok", "max_tokens": 1}).encode()
+    request = urllib.request.Request(
+        f"{server.base_url}/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        time.sleep(0.5)  # let a crashed process be reaped, so check_alive sees its exit code
+        server.check_alive()
+        raise LocalServerError(f"{server.name} did not answer a 1-token completion: {exc}") from exc

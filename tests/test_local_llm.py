@@ -34,6 +34,7 @@ from searchers.local_llm import (
     ManagedServer,
     free_port,
     port_is_free,
+    smoke_test,
 )
 from searchers.models import (
     MODELS,
@@ -73,6 +74,17 @@ FAKE_SERVER = textwrap.dedent(
                 self.end_headers()
                 return
             body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            if mode == "sigill":  # what a llama.cpp built for another CPU does on the first request
+                print("illegal instruction", flush=True)
+                signal.raise_signal(signal.SIGILL)
+            body = json.dumps({"choices": [{"text": "k"}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -277,6 +289,19 @@ def test_crash_after_startup_is_detected(tmp_path, fake_script):
         server.process.wait()
         with pytest.raises(LocalServerError, match="exited unexpectedly"):
             server.check_alive()
+
+
+def test_smoke_test_passes_on_a_working_server(tmp_path, fake_script):
+    with fake_server(fake_script, tmp_path) as server:
+        smoke_test(server)
+        assert server.running
+
+
+def test_smoke_test_catches_a_server_that_dies_on_its_first_completion(tmp_path, fake_script):
+    # The health check passes, the first real request kills it: the error names the signal and the fix.
+    with fake_server(fake_script, tmp_path, mode="sigill") as server:
+        with pytest.raises(LocalServerError, match=r"(?s)code -4 \(SIGILL.*make reinstall-llm.*illegal instruction"):
+            smoke_test(server)
 
 
 def test_server_ignoring_sigterm_is_killed(tmp_path, fake_script):

@@ -33,7 +33,7 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 
 def serve(args) -> int:
-    from searchers.local_llm import LocalLLMServer
+    from searchers.local_llm import LocalLLMServer, smoke_test
     from searchers.models import MODELS
 
     model_name = args.model or LLMConfig().local_model
@@ -48,6 +48,7 @@ def serve(args) -> int:
     server = LocalLLMServer(model_name, log_dir=_logs_dir(), port=args.port, startup_timeout_s=600.0)
     try:
         with server:
+            smoke_test(server)  # the model must run, not only load
             print(f"Local LLM '{model_name}' (pid {server.pid}) serving at {server.base_url}", flush=True)
             print(f"  set llm.base_url: {server.base_url}   log: {server.log_path}", flush=True)
             print("  press Ctrl-C to stop", flush=True)

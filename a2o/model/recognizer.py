@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 _BACKBONE_DIR = "vjepa2"  # save_pretrained output inside a saved recognizer
 _FUSION_FILE = "fusion.safetensors"  # adapter + projection weights (absent when C = 0)
 _META_FILE = "recognizer.json"  # written last: its presence marks a complete save
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: anchored fusion, projection without bias
 
 
 class A2ORecognizer(nn.Module):
