@@ -191,6 +191,38 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
 
 
+def update_readme_section(path: str, name: str, body: str) -> bool:
+    """Replace the text between ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->``.
+
+    Benchmarks call this with ``--readme README.md`` so the README's Results section is the output
+    of the last run, not hand-copied. Returns False (and changes nothing) when the markers are absent.
+    """
+    begin, end = f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->"
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        log.warning("%s has no %s ... %s markers: README not updated", path, begin, end)
+        return False
+    updated = text[: start + len(begin)] + "\n" + body.strip() + "\n" + text[stop:]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(updated)
+    os.replace(tmp, path)
+    return True
+
+
+def machine_line() -> str:
+    """What the benchmark ran on, for the printed report and the README."""
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
 def quiet_logs() -> None:
     """INFO for the benchmark, warnings only for Ray, transformers and the a2o internals."""
     import ray  # noqa: F401  (Ray sets its logger's level on import: import first, then override)

@@ -530,6 +530,18 @@ def summarize_runs(runs: list[dict], methods: list[Method], target: float) -> st
     return _table(headers, rows)
 
 
+def readme_body(command: str, wall_s: float, machine: str, table: str, target: float, llms) -> str:
+    """The README's searchers Results section: command, machine, table, how to read it."""
+    return "\n".join([
+        "```bash", command, "```", "",
+        f"Ran on {machine}; {wall_s / 60:.0f} min wall; LLM: "
+        f"{', '.join(c.label for c in llms) or 'none'} (local = the embedded Qwen2.5-Coder-1.5B-Instruct, Q4_K_M).",
+        "", table, "",
+        f"'reached {target:.3f}': runs whose best val reached the median best val of all runs; trial-s = "
+        "training seconds summed over trials until then. p: two-sided paired t-test against random over seeds.",
+    ])
+
+
 def write_parquet(runs: list[dict], out_dir: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -591,6 +603,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=15,
                         help="epochs per trial (the maps_matter recipe; ASHA may stop a trial after 1)")
     parser.add_argument("--jobs", type=int, default=2, help="searches at once (spawned processes)")
+    parser.add_argument("--readme", default="", help="rewrite this README's searchers Results section")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--target", type=float, default=None,
                         help="val accuracy for 'trials to reach' (default: median of the runs' best val)")
@@ -617,6 +630,9 @@ _JOB_BENCH: Bench | None = None  # the Bench of a spawned job process (set by _i
 def _init_job(out_dir: str, preset: str, geometry: Geometry, epochs: int, threads: int) -> None:
     """Initialiser of a spawned job: logging, torch threads, and the (already generated) Bench."""
     global _JOB_BENCH
+    from searchers.local_llm import die_with_parent
+
+    die_with_parent()  # a killed benchmark takes its jobs with it
     _quiet_logging()
     import torch
 
@@ -726,6 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + table + footer)
     with open(os.path.join(out_dir, "summary.md"), "w") as fh:
         fh.write(table + "\n" + footer)
+    if args.readme:
+        from benchmarks._common import machine_line, update_readme_section
+
+        update_readme_section(args.readme, "searchers", readme_body(command, wall, machine_line(), table, target, llms))
     print(f"results: {out_dir}/runs/*/results.json, trials.parquet, runs.parquet; report: a2o report {out_dir}")
     return 0
 

@@ -70,7 +70,7 @@ class LocalServerError(LLMUnavailableError):
     """The local server did not come up, crashed, or its port is taken (the message has its log tail)."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL).
 
     ``atexit`` and ``finally`` cover normal exits, Ctrl-C and SIGTERM; this covers a driver that is
@@ -228,7 +228,7 @@ class ManagedServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         except OSError as exc:
             raise LocalServerError(f"{self.name}: cannot run {argv[0]!r} ({exc})") from None
