@@ -603,6 +603,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=15,
                         help="epochs per trial (the maps_matter recipe; ASHA may stop a trial after 1)")
     parser.add_argument("--jobs", type=int, default=2, help="searches at once (spawned processes)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs of an earlier invocation with the same --out")
     parser.add_argument("--readme", default="", help="rewrite this README's searchers Results section")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--target", type=float, default=None,
@@ -639,6 +641,17 @@ def _init_job(out_dir: str, preset: str, geometry: Geometry, epochs: int, thread
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     _JOB_BENCH = setup(out_dir, preset=preset, geometry=geometry, epochs=epochs)
+
+
+def _finished_run(out_dir: str, method: Method, seed: int) -> dict | None:
+    """A run of an earlier (interrupted) invocation with the same --out, for --resume."""
+    path = os.path.join(out_dir, "runs", f"{method.slug}_seed{seed}", "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        run = json.load(handle)
+    print(f"  {method.name:<22} seed {seed}: reused from {path}", flush=True)
+    return run
 
 
 def _search_job(method: Method, seed: int, trials: int, ood_history: list[dict] | None) -> dict:
@@ -706,9 +719,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{run['search_seconds']:.0f} s  ({len(runs)} runs done)", flush=True)
 
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
-                                 initargs=(out_dir, args.preset, geometry, args.epochs, args.threads)) as pool:
-            first = [(m, seed) for m in methods if m.searcher != "ood" for seed in range(args.seeds)]
+        pool = ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
+                                   initargs=(out_dir, args.preset, geometry, args.epochs, args.threads))
+        try:
+            # ICRL first (OOD-history reads its histories), then random (every p-value needs it).
+            ordered = sorted(methods, key=lambda m: (m.searcher != "icrl", m.searcher != "random"))
+            first = []
+            for m, seed in ((m, seed) for m in ordered if m.searcher != "ood" for seed in range(args.seeds)):
+                done = _finished_run(out_dir, m, seed) if args.resume else None
+                if done is not None:
+                    collect(done, m, seed)
+                else:
+                    first.append((m, seed))
             futures = {pool.submit(_search_job, m, seed, args.trials, None): (m, seed) for m, seed in first}
             for future in as_completed(futures):
                 collect(future.result(), *futures[future])
@@ -717,13 +739,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for seed in range(args.seeds):
                     other = (seed + 1) % args.seeds
                     history = icrl_history.get((m.llm.label, other))
-                    if history:
+                    done = _finished_run(out_dir, m, seed) if args.resume else None
+                    if done is not None:
+                        collect(done, m, seed)
+                    elif history:
                         second.append((m, seed, history))
                     else:
                         print(f"note: no ICRL history of seed {other} for {m.name}: skipped")
             futures = {pool.submit(_search_job, m, seed, args.trials, h): (m, seed) for m, seed, h in second}
             for future in as_completed(futures):
                 collect(future.result(), *futures[future])
+        except BaseException:
+            # Ctrl-C / SIGTERM: finished runs are on disk (--resume reuses them); stop the jobs now
+            # instead of waiting for their searches to end.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
+        pool.shutdown()
     finally:
         for server in servers:
             server.stop()
