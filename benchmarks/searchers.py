@@ -535,11 +535,14 @@ def summarize_runs(runs: list[dict], methods: list[Method], target: float) -> st
     return _table(headers, rows)
 
 
-def readme_body(command: str, wall_s: float, machine: str, table: str, target: float, llms) -> str:
+def readme_body(command: str, wall_s: float, machine: str, table: str, target: float, llms,
+                reused: int = 0) -> str:
     """The README's searchers Results section: command, machine, table, how to read it."""
+    when = f"{wall_s / 60:.0f} min wall" + (
+        f" for this invocation, which reused {reused} finished runs of earlier ones (--resume)" if reused else "")
     return "\n".join([
         "```bash", command, "```", "",
-        f"Ran on {machine}; {wall_s / 60:.0f} min wall; LLM: "
+        f"Ran on {machine}; {when}; LLM: "
         f"{', '.join(c.label for c in llms) or 'none'} (local = the embedded Qwen2.5-Coder-1.5B-Instruct, Q4_K_M).",
         "", table, "",
         f"'reached {target:.3f}': runs whose best val reached the median best val of all runs; trial-s = "
@@ -631,6 +634,7 @@ def _quiet_logging() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+_REUSED_RUNS = 0  # runs --resume took from disk in this invocation
 _JOB_BENCH: Bench | None = None  # the Bench of a spawned job process (set by _init_job)
 
 
@@ -653,6 +657,8 @@ def _finished_run(out_dir: str, method: Method, seed: int) -> dict | None:
     path = os.path.join(out_dir, "runs", f"{method.slug}_seed{seed}", "results.json")
     if not os.path.exists(path):
         return None
+    global _REUSED_RUNS
+    _REUSED_RUNS += 1
     with open(path, encoding="utf-8") as handle:
         run = json.load(handle)
     print(f"  {method.name:<22} seed {seed}: reused from {path}", flush=True)
@@ -783,7 +789,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.readme:
         from benchmarks._common import machine_line, update_readme_section
 
-        update_readme_section(args.readme, "searchers", readme_body(command, wall, machine_line(), table, target, llms))
+        reused_runs = _REUSED_RUNS
+        update_readme_section(args.readme, "searchers", readme_body(command, wall, machine_line(), table, target, llms,
+                                                        reused=reused_runs))
     print(f"results: {out_dir}/runs/*/results.json, trials.parquet, runs.parquet; report: a2o report {out_dir}")
     return 0
 
