@@ -317,13 +317,15 @@ class MapCache:
                 pass
 
     def missing(
-        self, class_text: str, video_ids: Sequence[str], *, verify: str = "checksum"
+        self, class_text: str, video_ids: Sequence[str], *, verify: str = "checksum", discard: bool = True
     ) -> tuple[list[str], int]:
         """Videos whose entry for ``class_text`` is absent or unusable, and how many were corrupt.
 
         ``verify="checksum"`` reads and checks every entry; ``"marker"`` only checks that the marker
         is readable and the data file has the size it records (cheap; bit flips are then caught by
-        :meth:`MapReader.read`, which recomputes).
+        :meth:`MapReader.read`, which recomputes). ``discard=False`` leaves unusable entries in place:
+        without the class's lock, a data file without its marker may be another process's write in
+        progress (deleting it there made that class be computed twice).
         """
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
@@ -353,9 +355,10 @@ class MapCache:
                     if listing.get(f"{stem}.npy") != marker.get("nbytes"):
                         raise CacheError(f"truncated or missing data for {marker_path}")
             except CacheError as exc:
-                log.warning("map cache: %s; recomputing", exc)
-                self.discard_entry(class_text, video_id)
-                corrupt += 1
+                if discard:
+                    log.warning("map cache: %s; recomputing", exc)
+                    self.discard_entry(class_text, video_id)
+                    corrupt += 1
                 missing.append(video_id)
         return missing, corrupt
 
@@ -473,7 +476,8 @@ class MapCache:
             check_start = time.perf_counter()
             missing_by_class: dict[str, list[str]] = {}
             for text in pending:
-                missing, corrupt = self.missing(text, videos, verify=verify)
+                # No lock held here: look, but leave half-written entries to their writer.
+                missing, corrupt = self.missing(text, videos, verify=verify, discard=False)
                 stats.corrupt_pairs += corrupt
                 missing = [v for v in missing if (v, text) not in failures]
                 if missing:
@@ -487,7 +491,7 @@ class MapCache:
                     # Re-check under the lock: another process may have finished meanwhile.
                     work: dict[str, list[str]] = {}
                     for text in locked:
-                        missing, corrupt = self.missing(text, videos, verify="marker")
+                        missing, corrupt = self.missing(text, videos, verify=verify)
                         stats.corrupt_pairs += corrupt
                         missing = [v for v in missing if (v, text) not in failures]
                         if missing:
