@@ -488,10 +488,11 @@ class MapCache:
             locked = [text for text in missing_by_class if self._try_lock(text)]
             if locked:
                 try:
-                    # Re-check under the lock: another process may have finished meanwhile.
+                    # Re-check under the lock what the pre-check flagged: another process may have
+                    # finished it meanwhile, and only now may an unusable entry be discarded.
                     work: dict[str, list[str]] = {}
                     for text in locked:
-                        missing, corrupt = self.missing(text, videos, verify=verify)
+                        missing, corrupt = self.missing(text, missing_by_class[text], verify=verify)
                         stats.corrupt_pairs += corrupt
                         missing = [v for v in missing if (v, text) not in failures]
                         if missing:
