@@ -626,15 +626,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _quiet_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for name in ("ray", "a2o", "searchers", "transformers", "optuna", "filelock"):
+    """benchmarks._common.quiet_logs, plus the searchers' own and Optuna's loggers."""
+    from benchmarks._common import quiet_logs
+
+    quiet_logs()
+    for name in ("searchers", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-_REUSED_RUNS = 0  # runs --resume took from disk in this invocation
 _JOB_BENCH: Bench | None = None  # the Bench of a spawned job process (set by _init_job)
 
 
@@ -657,8 +656,6 @@ def _finished_run(out_dir: str, method: Method, seed: int) -> dict | None:
     path = os.path.join(out_dir, "runs", f"{method.slug}_seed{seed}", "results.json")
     if not os.path.exists(path):
         return None
-    global _REUSED_RUNS
-    _REUSED_RUNS += 1
     with open(path, encoding="utf-8") as handle:
         run = json.load(handle)
     print(f"  {method.name:<22} seed {seed}: reused from {path}", flush=True)
@@ -714,14 +711,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs: list[dict] = []
         icrl_history: dict[tuple[str, int], list[dict]] = {}
 
-        def collect(run: dict, method: Method, seed: int) -> None:
+        reused_runs = 0  # runs --resume took from disk
+
+        def collect(run: dict, method: Method, seed: int, *, reused: bool = False) -> None:
+            nonlocal reused_runs
             for server in servers:  # a dead embedded server turns every proposal into a fallback: stop
                 server.check_alive()
             if method.searcher == "icrl" and method.scheduler == "fifo":
                 icrl_history[(method.llm.label, seed)] = [
                     {"classes": t["classes"], "val_accuracy": t["val_accuracy"],
                      "classwise_accuracy": t["classwise_accuracy"]} for t in run["trials"]]
-            write_results(run, out_dir, method, seed)
+            if reused:
+                reused_runs += 1
+            else:
+                write_results(run, out_dir, method, seed)
             runs.append(run)
             best = run["best_trial"]
             print(f"  {method.name:<22} seed {seed}: best val "
@@ -739,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for m, seed in ((m, seed) for m in ordered if m.searcher != "ood" for seed in range(args.seeds)):
                 done = _finished_run(out_dir, m, seed) if args.resume else None
                 if done is not None:
-                    collect(done, m, seed)
+                    collect(done, m, seed, reused=True)
                 else:
                     first.append((m, seed))
             futures = {pool.submit(_search_job, m, seed, args.trials, None): (m, seed) for m, seed in first}
@@ -752,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     history = icrl_history.get((m.llm.label, other))
                     done = _finished_run(out_dir, m, seed) if args.resume else None
                     if done is not None:
-                        collect(done, m, seed)
+                        collect(done, m, seed, reused=True)
                     elif history:
                         second.append((m, seed, history))
                     else:
@@ -789,7 +792,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.readme:
         from benchmarks._common import machine_line, update_readme_section
 
-        reused_runs = _REUSED_RUNS
         update_readme_section(args.readme, "searchers", readme_body(command, wall, machine_line(), table, target, llms,
                                                         reused=reused_runs))
     print(f"results: {out_dir}/runs/*/results.json, trials.parquet, runs.parquet; report: a2o report {out_dir}")
