@@ -213,7 +213,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
     from ray import tune
 
     import searchers
-    from a2o.train.trial import trainable_for
+    from a2o.train.trial import reuse_trial_actors, trainable_for
 
     started = time.perf_counter()
     storage = absolute_if_local(cfg.storage.path("tune"))
@@ -234,16 +234,17 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             replay_cache_path=os.path.join(_local_dir(cfg.storage.root), "llm_replay.jsonl"),
             epochs_per_trial=cfg.train.epochs,
         )
+        scheduler = build_scheduler(cfg)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                scheduler=build_scheduler(cfg),
+                scheduler=scheduler,
                 num_samples=cfg.search.num_trials,
                 max_concurrent_trials=cfg.search.max_concurrent,
                 metric="val_accuracy",
                 mode="max",
-                reuse_actors=False,
+                reuse_actors=reuse_trial_actors(scheduler),
             ),
             run_config=tune.RunConfig(
                 storage_path=storage,

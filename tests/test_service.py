@@ -179,3 +179,15 @@ def test_over_budget_config_fails_at_once(ray_local, tmp_path):
     with pytest.raises(ResourceError, match="16 worker"):
         run_service(config_from_dict(config))
     assert time.monotonic() - started < 10
+
+
+def test_trial_actors_are_reused_only_without_early_stopping(tmp_path):
+    from a2o.config import config_from_dict
+    from a2o.service import build_scheduler
+    from a2o.train.trial import reuse_trial_actors
+
+    fifo = config_from_dict(tiny_service_dict(tmp_path, scheduler="fifo"))
+    asha = config_from_dict(tiny_service_dict(tmp_path, scheduler="asha"))
+    assert reuse_trial_actors(build_scheduler(fifo)) is True
+    # An ASHA-stopped trial is still inside TorchTrainer.fit(): its actor must end, not be parked.
+    assert reuse_trial_actors(build_scheduler(asha)) is False

@@ -48,6 +48,8 @@ def test_tune_trial_reports_every_epoch(ray_local, tiny_experiment):
     history = result.metrics_dataframe
     assert list(history["epoch"]) == [1, 2]
     assert history["val_accuracy"].between(0, 1).all()
+    # train_time_s is the running sum of the epochs' own times (no set-up, no checkpoint write).
+    assert list(history["train_time_s"]) == pytest.approx(list(history["epoch_time_s"].cumsum()))
     assert result.metrics["classes"] == ["ball", "hand", "box"]
     assert set(result.metrics["classwise_accuracy"]) <= {
         "pushing ball left", "pushing ball right", "lifting box", "dropping cup"

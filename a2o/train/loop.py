@@ -168,6 +168,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     setup_time_s = time.perf_counter() - loop_started
 
     # ---- train
+    train_time_s = 0.0  # the epochs so far (train + val), without set-up and checkpointing
     for epoch in range(1, epochs + 1):
         model.train()
         train_set.set_epoch(epoch)
@@ -198,13 +199,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         confusion_np = confusion.cpu().numpy()
         total = int(confusion_np.sum())
         val_accuracy = float(np.trace(confusion_np) / total) if total else 0.0
+        epoch_time_s = time.perf_counter() - started
+        train_time_s += epoch_time_s
         metrics = {
             "val_accuracy": val_accuracy,
             "classwise_accuracy": classwise_from_confusion(confusion_np, list(inputs.labels)),
             "loss": float(loss_stats[0] / max(1.0, float(loss_stats[1]))),
             "epoch": epoch,
             "classes": list(inputs.classes),
-            "epoch_time_s": time.perf_counter() - started,
+            "epoch_time_s": epoch_time_s,
+            "train_time_s": train_time_s,
             "worker_setup_s": setup_time_s,
             **loop_config.get("extra_metrics", {}),
         }
