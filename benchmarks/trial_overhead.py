@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     set_torch_threads(1)
     import ray
 
+    from a2o.commands._ray import start_local
     from a2o.config import config_to_dict
 
     with tempfile.TemporaryDirectory(prefix="a2o-trial-overhead-") as tmp:
@@ -193,9 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bare process (before): {bare_before.wall_s:.1f} s ({bare_before.imports_s:.1f} s to the loop)",
               flush=True)
 
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray_started = time.perf_counter()
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        start_local(num_cpus=args.num_cpus, log_to_driver=False)  # as `a2o search` starts one
         ray_start_s = time.perf_counter() - ray_started
         try:
             search = run_tune_search(cfg, classes, epochs, args.trials)

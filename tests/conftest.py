@@ -17,7 +17,9 @@ def ray_local():
     """A private local Ray cluster for the tests that need one (started once per session)."""
     import ray
 
+    from a2o.commands._ray import start_local
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local(num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()

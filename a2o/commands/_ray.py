@@ -26,5 +26,21 @@ def connect(address: str = "", num_cpus: int = 0) -> bool:
     else:
         kwargs = {"num_cpus": num_cpus} if num_cpus else {}
         log.info("starting a local Ray cluster")
-        ray.init(address="local", include_dashboard=False, **kwargs)
+        start_local(**kwargs)
     return True
+
+
+def start_local(**init_kwargs) -> None:
+    """``ray.init`` a private local cluster, with its dashboard.
+
+    The dashboard serves Ray's State API, and Ray Train V2 needs that to clean up after a trial that
+    Tune stops mid-fit (ASHA, a stop criterion, a time budget): the trial actor dies inside
+    ``TorchTrainer.fit()``, and only Ray Train's PlacementGroupCleaner, which polls the State API for
+    the controller's death, removes the workers' placement group. Without the dashboard that group
+    stays reserved until the search ends, and on a small cluster the next trial never gets placed
+    (tests/test_trial.py covers it).
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **init_kwargs)
