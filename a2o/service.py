@@ -213,7 +213,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
     from ray import tune
 
     import searchers
-    from a2o.train.trial import reuse_trial_actors, trainable_for
+    from a2o.train.trial import orphaned_group_release, reuse_trial_actors, trainable_for
 
     started = time.perf_counter()
     storage = absolute_if_local(cfg.storage.path("tune"))
@@ -249,7 +249,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             run_config=tune.RunConfig(
                 storage_path=storage,
                 name=cfg.storage.experiment_name,
-                callbacks=[_trial_callback_class()()],
+                callbacks=[_trial_callback_class()(), orphaned_group_release()],
                 failure_config=tune.FailureConfig(max_failures=cfg.search.trial_retries),
                 verbose=0,
             ),

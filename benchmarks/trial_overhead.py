@@ -117,7 +117,7 @@ def run_tune_search(cfg, classes: list[str], epochs: int, trials: int) -> TuneSe
     """Fit ``trials`` Tune trials of ``trainable_for(cfg)`` for one class set, one after another."""
     from ray import tune
 
-    from a2o.train.trial import reuse_trial_actors, trainable_for
+    from a2o.train.trial import orphaned_group_release, reuse_trial_actors, trainable_for
 
     ends: dict[str, float] = {}
 
@@ -133,7 +133,7 @@ def run_tune_search(cfg, classes: list[str], epochs: int, trials: int) -> TuneSe
                                      reuse_actors=reuse_trial_actors(None)),
         run_config=tune.RunConfig(
             storage_path=os.path.abspath(cfg.storage.path("tune")), name="trial-overhead", verbose=0,
-            callbacks=[TrialEnds()],
+            callbacks=[TrialEnds(), orphaned_group_release()],  # as `a2o search`
         ),
     )
     started = time.perf_counter()

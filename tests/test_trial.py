@@ -97,26 +97,28 @@ def test_unproducible_class_set_fails_clearly(tiny_experiment):
 def test_a_trial_stopped_mid_fit_frees_its_workers_for_the_next(ray_local, tiny_experiment):
     """Tune stopping a trial (ASHA, a stop criterion) kills the trial actor inside TorchTrainer.fit().
 
-    The Train workers' placement group then outlives its controller unless Ray Train's
-    PlacementGroupCleaner removes it, and that needs the State API (the dashboard) of the local
-    cluster. With 1 CPU per worker on 2 CPUs, one leaked group leaves the next trial unplaceable.
+    The Train workers' placement group then outlives its controller (Ray Train's own cleaner needs
+    the dashboard, which the local cluster does not run). With 1 CPU per worker on 2 CPUs, one
+    leaked group leaves the next trial unplaceable: the search's callback must release it.
     """
     import dataclasses
 
     from ray import tune
 
-    from a2o.train.trial import trainable_for
+    from a2o.train.trial import orphaned_group_release, trainable_for
 
     cfg = tiny_experiment
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=1, cpus_per_worker=1.0, epochs=4))
+    release = orphaned_group_release(interval_s=0.5)
     tuner = tune.Tuner(
         trainable_for(cfg),
         param_space={"classes": ["ball", "hand"]},
         tune_config=tune.TuneConfig(num_samples=2, max_concurrent_trials=1, metric="val_accuracy", mode="max",
                                     time_budget_s=150),
         run_config=tune.RunConfig(storage_path=cfg.storage.path("tune"), name="stopped", stop={"epoch": 1},
-                                  verbose=0),
+                                  callbacks=[release], verbose=0),
     )
     results = tuner.fit()
     assert not results.errors, results.errors
     assert [r.metrics.get("epoch") for r in results] == [1, 1], [r.metrics for r in results]
+    assert release.enabled and release.removed >= 1  # at least the first trial's group was orphaned

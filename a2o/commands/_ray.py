@@ -31,16 +31,13 @@ def connect(address: str = "", num_cpus: int = 0) -> bool:
 
 
 def start_local(**init_kwargs) -> None:
-    """``ray.init`` a private local cluster, with its dashboard.
+    """``ray.init`` a private local cluster (no dashboard: it costs a CPU core's share on a small box).
 
-    The dashboard serves Ray's State API, and Ray Train V2 needs that to clean up after a trial that
-    Tune stops mid-fit (ASHA, a stop criterion, a time budget): the trial actor dies inside
-    ``TorchTrainer.fit()``, and only Ray Train's PlacementGroupCleaner, which polls the State API for
-    the controller's death, removes the workers' placement group. Without the dashboard that group
-    stays reserved until the search ends, and on a small cluster the next trial never gets placed
-    (tests/test_trial.py covers it).
+    Without the dashboard there is no State API, so Ray Train's own PlacementGroupCleaner cannot
+    see a stopped trial's controller die; :func:`a2o.train.trial.orphaned_group_release` frees
+    those placement groups instead.
     """
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", **init_kwargs)
+    ray.init(address="local", include_dashboard=False, **init_kwargs)

@@ -236,6 +236,73 @@ def trainable_for(cfg: ExperimentConfig):
     return tune.with_resources(bound, {"CPU": TRIAL_DRIVER_CPUS})
 
 
+def release_orphaned_placement_groups() -> int:
+    """Remove the placement groups whose creating actor is dead; return how many.
+
+    A trial that Tune stops inside ``TorchTrainer.fit()`` (ASHA, a stop criterion, a time budget)
+    dies with the Ray Train controller it owns. The controller's worker placement group is not
+    detached, so Ray keeps it until the *job* ends. Ray Train's PlacementGroupCleaner removes it
+    only through the State API, which needs the dashboard, and local clusters run without one. The
+    GCS table marks such a group ``creator_actor_dead``: nothing can use it any more. Detached groups
+    and groups made by a driver (Tune's own trial groups) never match.
+    """
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    table = gcs_pb2.PlacementGroupTableData
+    removed = 0
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        info = table.FromString(raw)
+        made_by_actor = bool(info.creator_actor_id) and not ray.ActorID(info.creator_actor_id).is_nil()
+        # creator_actor_dead is also true for a driver's group (no actor): those are Tune's own.
+        if info.is_detached or not made_by_actor or not info.creator_actor_dead or info.state == table.REMOVED:
+            continue
+        group_id = ray.PlacementGroupID(info.placement_group_id)
+        log.warning(
+            "placement group %s outlived the actor that made it (a Ray Train controller of a stopped "
+            "trial): removing it, so its %s are free for the next trial",
+            group_id.hex(), [dict(b.unit_resources) for b in info.bundles],
+        )
+        remove_placement_group(PlacementGroup(group_id))
+        removed += 1
+    return removed
+
+
+def orphaned_group_release(interval_s: float = 2.0):
+    """A Tune callback that runs :func:`release_orphaned_placement_groups` every ``interval_s``.
+
+    Pass it in ``tune.RunConfig(callbacks=[...])`` of every search whose trials run a
+    ``TorchTrainer``; ``a2o search`` does. If the GCS table cannot be read (another Ray version),
+    it logs that once and stops trying: stopped trials may then leave their workers' resources
+    reserved until the search ends.
+    """
+    from ray import tune
+
+    class ReleaseOrphanedPlacementGroups(tune.Callback):
+        def __init__(self) -> None:
+            self.next_check = 0.0
+            self.enabled = True
+            self.removed = 0
+
+        def on_step_end(self, iteration, trials, **info) -> None:
+            now = time.monotonic()
+            if not self.enabled or now < self.next_check:
+                return
+            self.next_check = now + interval_s
+            try:
+                self.removed += release_orphaned_placement_groups()
+            except Exception as exc:  # a private Ray table: degrade loudly, never break the search
+                self.enabled = False
+                log.warning(
+                    "cannot read Ray's placement-group table (%s): the placement groups of trials stopped "
+                    "mid-fit are not released until the search ends", exc,
+                )
+
+    return ReleaseOrphanedPlacementGroups()
+
+
 def reuse_trial_actors(scheduler) -> bool:
     """``TuneConfig.reuse_actors`` for a search with this scheduler (None: FIFO).
 
