@@ -47,7 +47,7 @@ class HybridSearcher(ICRLSearcher):
 
         searcher = HybridSearcher(LLMClientSpec(base_url="http://127.0.0.1:8080/v1"),
                                   action_names=["walk", "run"], num_trials=4)
-        ray.init(address="local", num_cpus=2)  # with its dashboard: Ray Train cleans up stopped trials through it
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=4, metric="val_accuracy", mode="max")).fit()
     """

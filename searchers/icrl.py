@@ -140,7 +140,7 @@ class ICRLSearcher(Searcher):
         searcher = ICRLSearcher(
             LLMClientSpec(base_url="http://127.0.0.1:8080/v1", cache_path="/tmp/a2o_replay.jsonl"),
             action_names=["serve", "volley"], max_classes=6, num_trials=4, epochs_per_trial=2)
-        ray.init(address="local", num_cpus=2)  # with its dashboard: Ray Train cleans up stopped trials through it
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=4, metric="val_accuracy", mode="max"))
         print(tuner.fit().get_best_result().config["classes"])

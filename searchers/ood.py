@@ -83,7 +83,7 @@ class OODHistorySearcher(ICRLSearcher):
         other = [{"classes": ["ball", "hand"], "val_accuracy": 0.42}]
         searcher = OODHistorySearcher(LLMClientSpec(base_url="http://127.0.0.1:8080/v1"),
                                       action_names=["pour", "stir"], ood_history=other, num_trials=3)
-        ray.init(address="local", num_cpus=2)  # with its dashboard: Ray Train cleans up stopped trials through it
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=3, metric="val_accuracy", mode="max")).fit()
     """

@@ -49,7 +49,7 @@ class OptunaTPESearcher(Searcher):
             tune.report({"val_accuracy": len({"ball", "net"} & set(config["classes"])) / 2, "epoch": 1})
 
         searcher = OptunaTPESearcher(["ball", "net", "hand", "floor"], max_classes=3, num_trials=6)
-        ray.init(address="local", num_cpus=2)  # with its dashboard: Ray Train cleans up stopped trials through it
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=6, metric="val_accuracy", mode="max")).fit()
     """

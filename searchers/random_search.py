@@ -44,7 +44,7 @@ class RandomSubsetSearcher(Searcher):
             tune.report({"val_accuracy": len({"ball", "net"} & set(config["classes"])) / 2, "epoch": 1})
 
         searcher = RandomSubsetSearcher(["ball", "net", "hand", "floor"], max_classes=3, num_trials=4)
-        ray.init(address="local", num_cpus=2)  # with its dashboard: Ray Train cleans up stopped trials through it
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=4, metric="val_accuracy", mode="max")).fit()
     """
