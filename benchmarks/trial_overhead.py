@@ -58,7 +58,7 @@ class BareRun:
     wall_s: float
     metrics: dict
     imports_s: float
-    """From the child's interpreter start to the loop's inputs (imports, config, data)."""
+    """From the spawn to the child's call of the loop (interpreter, imports, config)."""
 
 
 def relevant_classes(synth_root: str) -> list[str]:
@@ -96,12 +96,11 @@ def bare_child(spec_path: str, result_path: str) -> int:
     loop_called_at = time.time()
     result = train_in_process(cfg, spec["classes"], epochs=int(spec["epochs"]))
     with open(result_path, "w", encoding="utf-8") as handle:
-        json.dump({"metrics": result.metrics, "fit_s": result.wall_time_s, "loop_called_at": loop_called_at},
-                  handle, default=str)
+        json.dump({"metrics": result.metrics, "loop_called_at": loop_called_at}, handle, default=str)
     return 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class TuneSearch:
     """One Tuner run of ``trials`` identical trials, one at a time."""
 
