@@ -260,16 +260,16 @@ def release_orphaned_placement_groups() -> int:
         if info.is_detached or not made_by_actor or not info.creator_actor_dead or info.state == table.REMOVED:
             continue
         group_id = ray.PlacementGroupID(info.placement_group_id)
-        log.warning(
-            "placement group %s outlived the actor that made it (a Ray Train controller of a stopped "
-            "trial): removing it, so its %s are free for the next trial",
-            group_id.hex(), [dict(b.unit_resources) for b in info.bundles],
-        )
         try:
             remove_placement_group(PlacementGroup(group_id))
         except Exception as exc:  # e.g. Ray Train's own cleaner (on a cluster with a dashboard) was first
             log.info("placement group %s was not removed here: %s", group_id.hex(), exc)
             continue
+        log.warning(
+            "removed placement group %s: it outlived the actor that made it (a Ray Train controller of a "
+            "stopped trial), and its %s are now free for the next trial",
+            group_id.hex(), [dict(b.unit_resources) for b in info.bundles],
+        )
         removed += 1
     return removed
 
