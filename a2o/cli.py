@@ -52,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("prepare", help="read the manifest, split, and decode every video once")
     _add_config_args(p)
     p.set_defaults(handler="data:prepare")
-    p = data_sub.add_parser("synth", help="generate the A2O-Synth benchmark")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo"])
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
+    p = data_sub.add_parser("synth", help="generate an A2O-Synth world from a spec (docs/WORLDS.md)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--spec", help="world spec YAML (see docs/WORLDS.md)")
+    which.add_argument("--preset", help="a shipped world: household (default) or tiny")
+    p.add_argument("--out", required=True, help="output directory (local path or fsspec URI)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the spec's)")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes")
+    p.add_argument("--overwrite", action="store_true", help="replace another world in --out")
     p.set_defaults(handler="data:synth")
 
     p = sub.add_parser("detect", help="fill the likelihood-map cache for a class set")
@@ -80,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a serve.* key of the model's config, e.g. --set serve.max_upload_mb=16",
+    )
+    p.add_argument(
+        "--allow-oracle-detector",
+        action="store_true",
+        help="serve a model whose detector reads annotations (detect.detector: annotation) anyway: "
+        "uploads carry none, so its object maps are empty; every response then carries a warning",
     )
     p.set_defaults(handler="serve:run")
 

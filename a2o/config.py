@@ -33,11 +33,12 @@ __all__ = [
     "apply_overrides",
     "field_docs",
     "resolve_paths",
+    "learned_detector_key",
     "absolute_if_local",
 ]
 
 DATASETS = ("ssv2", "multisports", "k400", "csv", "synthetic")
-DETECTORS = ("annotation", "grounded_sam2")
+DETECTORS = ("annotation", "grounded_sam2", "learned")
 SEARCHERS = ("icrl", "static", "pool", "ood", "optuna", "random", "hybrid")
 SCHEDULERS = ("fifo", "asha")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -84,7 +85,11 @@ class DataConfig:
     )
     few_shot_k: int = _f(0, "Clips per class kept in train (seeded). 0 keeps all.")
     max_videos: int = _f(0, "Cap on videos per split, for smoke runs. 0 = no cap.")
-    synth_preset: str = _f("demo", "A2O-Synth preset when dataset is 'synthetic' ('tiny' or 'demo').")
+    synth_preset: str = _f(
+        "household",
+        "A2O-Synth world when dataset is 'synthetic': a shipped preset ('household', 'tiny') or the "
+        "path of a world spec YAML (docs/WORLDS.md).",
+    )
     seed: int = _f(0, "Seed for splits, few-shot sampling and synthetic data.")
 
     def __post_init__(self) -> None:
@@ -99,7 +104,10 @@ class DataConfig:
         _check(0.0 < self.val_fraction < 1.0, "data.val_fraction", "must be in (0, 1)")
         _check(self.few_shot_k >= 0, "data.few_shot_k", "must be >= 0 (0 keeps all)")
         _check(self.max_videos >= 0, "data.max_videos", "must be >= 0 (0 = no cap)")
-        _choice(self.synth_preset, "data.synth_preset", ("tiny", "demo"))
+        if self.dataset == "synthetic" and not self.synth_preset.endswith((".yaml", ".yml")):
+            from a2o.data.synth.spec import preset_names
+
+            _choice(self.synth_preset, "data.synth_preset", preset_names())
 
     @property
     def grid_resolution(self) -> int:
@@ -125,6 +133,23 @@ class DetectConfig:
     num_cpus_per_actor: float = _f(0.5, "CPUs per detector actor in the Ray Data stage.")
     batch_size: int = _f(4, "Videos per detector batch.")
     concurrency: int = _f(1, "Detector actors in the pool.")
+    learned_model: str = _f(
+        "",
+        "Folder of the trained 'learned' detector (detector.json + model.safetensors). '' = "
+        "<storage.root>/detectors/<key>, key = a short hash of the training inputs (data.root, the "
+        "frame grid, the train-split selection and every learned_* setting); `a2o data prepare` "
+        "trains it there when missing.",
+    )
+    learned_epochs: int = _f(5, "Learned detector: training epochs over the train split's frames.")
+    learned_min_steps: int = _f(
+        300,
+        "Learned detector: fewest optimiser steps; a small world repeats its frames for more epochs "
+        "until then (0 = exactly learned_epochs).",
+    )
+    learned_width: int = _f(32, "Learned detector: channels of the segmentation network's context layers.")
+    learned_lr: float = _f(1e-2, "Learned detector: peak AdamW learning rate (warm-up, then cosine decay).")
+    learned_batch_size: int = _f(32, "Learned detector: frames per optimiser step.")
+    learned_seed: int = _f(0, "Learned detector: seed of the weight init and the data order.")
 
     def __post_init__(self) -> None:
         _choice(self.detector, "detect.detector", DETECTORS)
@@ -138,6 +163,12 @@ class DetectConfig:
         _check(self.num_cpus_per_actor > 0, "detect.num_cpus_per_actor", "must be > 0")
         _check(self.batch_size >= 1, "detect.batch_size", "must be >= 1")
         _check(self.concurrency >= 1, "detect.concurrency", "must be >= 1")
+        _check(1 <= self.learned_epochs <= 1000, "detect.learned_epochs", "must be in [1, 1000]")
+        _check(0 <= self.learned_min_steps <= 1_000_000, "detect.learned_min_steps", "must be in [0, 1000000]")
+        _check(4 <= self.learned_width <= 512, "detect.learned_width", "must be in [4, 512]")
+        _check(0.0 < self.learned_lr <= 1.0, "detect.learned_lr", "must be in (0, 1]")
+        _check(self.learned_batch_size >= 1, "detect.learned_batch_size", "must be >= 1")
+        _check(self.learned_seed >= 0, "detect.learned_seed", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -233,7 +264,10 @@ class SearchConfig:
     max_classes: int = _f(12, "C_max: the most object classes in one proposal.")
     initial_classes: list = _f(list, "Optional first class set (otherwise the searcher proposes one).", factory=True)
     vocabulary: list = _f(
-        list, "Candidate classes for vocabulary searchers (optuna, random).", factory=True
+        list,
+        "Candidate classes for vocabulary searchers (optuna, random) and the ICRL fallback; "
+        "empty = the shipped generic list of 519 common nouns (searchers/vocabulary/generic_nouns.txt).",
+        factory=True,
     )
     max_reasks: int = _f(2, "Re-asks of the LLM after an unusable reply before the logged fallback.")
     ood_history: str = _f("", "For searcher 'ood': path of another run's results.json to inject.")
@@ -501,25 +535,68 @@ def absolute_if_local(value: str, *, must_exist: bool = False) -> str:
     return os.path.abspath(value)
 
 
+def learned_detector_key(config: ExperimentConfig) -> str:
+    """Short hash of what a 'learned' detector is trained from: the folder name under detectors/.
+
+    Covers the dataset root, the frame grid, what selects the train clips (few-shot, caps, seed)
+    and every ``detect.learned_*`` training setting, so a change to any of them trains a new
+    detector instead of reusing one trained on other inputs. Paths are hashed as given; call it
+    on a config whose paths are already absolute (as :func:`resolve_paths` does).
+    """
+    import hashlib
+    import json
+
+    data, detect = config.data, config.detect
+    inputs = {
+        "data_root": data.root,
+        "num_frames": data.num_frames,
+        "grid_resolution": data.grid_resolution,
+        "few_shot_k": data.few_shot_k,
+        "max_videos": data.max_videos,
+        "data_seed": data.seed,
+        **{f.name: getattr(detect, f.name) for f in dataclasses.fields(detect)
+           if f.name.startswith("learned_") and f.name != "learned_model"},
+    }
+    payload = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
 def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
     """Make relative local paths absolute, against the directory the command runs in.
 
     Tune trials and Ray workers run in other working directories, so a relative path that was
-    right for the command would be wrong there. URIs and hub ids are left as they are.
+    right for the command would be wrong there. URIs and hub ids are left as they are. With
+    ``detect.detector: learned`` and no ``detect.learned_model``, the model folder is set to
+    ``<storage.root>/detectors/<learned_detector_key>``.
     """
     r = dataclasses.replace
+    config = r(
+        config,
+        data=r(
+            config.data,
+            root=absolute_if_local(config.data.root),
+            synth_preset=(
+                absolute_if_local(config.data.synth_preset)
+                if config.data.synth_preset.endswith((".yaml", ".yml"))
+                else config.data.synth_preset
+            ),
+        ),
+        storage=r(config.storage, root=absolute_if_local(config.storage.root)),
+    )
+    learned_model = absolute_if_local(config.detect.learned_model)
+    if config.detect.detector == "learned" and not learned_model:
+        learned_model = config.storage.path("detectors", learned_detector_key(config))
     return r(
         config,
-        data=r(config.data, root=absolute_if_local(config.data.root)),
         detect=r(
             config.detect,
             grounding_dino=absolute_if_local(config.detect.grounding_dino, must_exist=True),
             sam2=absolute_if_local(config.detect.sam2, must_exist=True),
+            learned_model=learned_model,
         ),
         model=r(config.model, checkpoint=absolute_if_local(config.model.checkpoint, must_exist=True)),
         search=r(config.search, ood_history=absolute_if_local(config.search.ood_history)),
         llm=r(config.llm, prompt_template=absolute_if_local(config.llm.prompt_template)),
-        storage=r(config.storage, root=absolute_if_local(config.storage.root)),
     )
 
 

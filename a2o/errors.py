@@ -13,6 +13,7 @@ __all__ = [
     "ManifestError",
     "VideoDecodeError",
     "DetectionError",
+    "DetectorModelError",
     "CacheError",
     "ClassTextError",
     "TrainingError",
@@ -47,6 +48,10 @@ class VideoDecodeError(DataError):
 
 class DetectionError(A2OError):
     """The detector could not produce likelihood maps."""
+
+
+class DetectorModelError(DetectionError):
+    """A trained detector's folder is missing, half-written or corrupt (the message names it and the fix)."""
 
 
 class CacheError(A2OError):

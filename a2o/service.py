@@ -11,6 +11,7 @@ The caller connects to Ray first (entry points do; this module never calls ``ray
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -281,7 +282,13 @@ def _jsonable(value: Any) -> Any:
 def train_and_evaluate_best(
     cfg: ExperimentConfig, classes: list[str], labels: list[str], manifest, *, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Train ``classes`` for the full budget, evaluate on test (clip × view), write best/."""
+    """Train ``classes`` for the full budget, evaluate on test (clip × view), write best/.
+
+    best/ is self-contained: with the learned detector, its directory is copied to
+    ``best/detector/`` and config.yaml says ``detect.learned_model: detector`` (relative to best/),
+    so serving runs the very detector the model was trained and evaluated with. metrics.json records
+    the detector's name and fingerprint.
+    """
     import torch
     import yaml
 
@@ -290,6 +297,14 @@ def train_and_evaluate_best(
     from a2o.train.evaluate import EvalGeometry, evaluate_videos
     from a2o.train.trial import fit_trial
 
+    detector_dir = None
+    if cfg.detect.detector == "learned":
+        from a2o.detect import ensure_learned_detector
+
+        detector_dir = ensure_learned_detector(cfg)  # trained (train split only) if the search did not
+        if not detector_dir:
+            raise TrainingError("the learned detector could not be found or trained; see the log above")
+        cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, learned_model=detector_dir))
     log.info("final: training %s for %d epochs", classes, cfg.train.final_epochs)
     final = fit_trial(cfg, classes, epochs=cfg.train.final_epochs, name="final")
     if not final.checkpoint_path:
@@ -308,8 +323,14 @@ def train_and_evaluate_best(
     tmp = f"{best_dir}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model_dir, os.path.join(tmp, "model"))
+    best_cfg = cfg
+    if detector_dir is not None:
+        from a2o.serve.best import DETECTOR_DIR
+
+        shutil.copytree(detector_dir.removeprefix("file://"), os.path.join(tmp, DETECTOR_DIR))
+        best_cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, learned_model=DETECTOR_DIR))
     with open(os.path.join(tmp, "config.yaml"), "w") as fh:
-        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+        yaml.safe_dump(config_to_dict(best_cfg), fh, sort_keys=False)
     metrics = {
         "classes": classes,
         "labels": labels,
@@ -317,6 +338,8 @@ def train_and_evaluate_best(
         "val_classwise_accuracy": final.metrics.get("classwise_accuracy"),
         "final_epochs": cfg.train.final_epochs,
         "test": test,
+        "detector": cfg.detect.detector,
+        # Content-based for the learned detector, so it equals that of the copy in best/detector/.
         "detector_fingerprint": detector_fingerprint(cfg.detect),
     }
     with open(os.path.join(tmp, "metrics.json"), "w") as fh:

@@ -20,13 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from a2o.config import ExperimentConfig, config_from_dict, config_to_dict
+from a2o.config import ExperimentConfig, config_from_dict, config_to_dict, resolve_paths
 
 log = logging.getLogger(__name__)
-
-# The four background regions of A2O-Synth: the scene classes a class set may add.
-SCENE_CLASSES = ("floor", "wall", "grass", "table")
-
 
 @dataclass(frozen=True)
 class Geometry:
@@ -79,7 +75,8 @@ def set_torch_threads(threads: int) -> None:
 def build_experiment(
     work_dir: str,
     *,
-    preset: str = "demo",
+    preset: str = "household",
+    detector: str = "learned",
     synth_seed: int = 0,
     geometry: Geometry = Geometry(),
     epochs: int = 1,
@@ -88,16 +85,18 @@ def build_experiment(
 ) -> ExperimentConfig:
     """Generate A2O-Synth under ``work_dir/synth``, prepare its frame store, return the experiment.
 
-    The detector is the annotation detector (oracle masks, no noise), so a class set's maps are
-    exactly the generator's masks. Both steps are idempotent: a second call reuses the data.
+    ``detector`` is 'learned' (the world's segmentation net, trained once on the train split's
+    masks and cached under the run's storage: what the demo and a served model use) or
+    'annotation' (the oracle: maps are exactly the generator's masks). Every step is idempotent:
+    a second call reuses the data and the trained detector.
     """
     from a2o.data.framestore import prepare_frame_store
     from a2o.data.manifest import load_manifest
     from a2o.data.synthetic import generate_synth
     from a2o.train.trial import frames_root
 
-    synth_root = generate_synth(os.path.join(work_dir, "synth"), preset=preset, seed=synth_seed)
-    cfg = config_from_dict(
+    synth_root = generate_synth(os.path.join(work_dir, "synth"), preset, seed=synth_seed)
+    cfg = resolve_paths(config_from_dict(
         {
             "data": {
                 "dataset": "synthetic",
@@ -107,7 +106,7 @@ def build_experiment(
                 "resolution": geometry.resolution,
                 "seed": synth_seed,
             },
-            "detect": {"detector": "annotation"},
+            "detect": {"detector": detector},
             "model": {
                 "checkpoint": "tiny",
                 "tiny_hidden": geometry.hidden,
@@ -127,10 +126,14 @@ def build_experiment(
             },
             "storage": {"root": os.path.join(work_dir, "run")},
         }
-    )
+    ))
     summary = prepare_frame_store(load_manifest(cfg.data), cfg.data, frames_root(cfg), use_ray=False)
     if summary.skipped:
         raise RuntimeError(f"{summary.skipped} synthetic videos could not be decoded: {summary.skipped_ids[:5]}")
+    if detector == "learned":
+        from a2o.detect.learned_train import ensure_learned_detector
+
+        ensure_learned_detector(cfg)
     return cfg
 
 

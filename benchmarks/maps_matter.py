@@ -1,16 +1,19 @@
-"""Do the maps of the right objects help? Val accuracy of four class sets on A2O-Synth.
+"""Do the maps of the right objects help? Val accuracy of five class sets on an A2O-Synth world.
 
-Trains the recognizer (tiny V-JEPA2, oracle maps from the annotation detector) with the same seeds
-for each class set and prints val accuracy (mean ± std over seeds) with a paired t-test against
-the map-free baseline:
+Trains the recognizer (tiny V-JEPA2, maps from the world's *learned* detector, which sees pixels)
+with the same seeds for each class set and prints val accuracy (mean ± std over seeds) with a
+paired t-test against RGB only:
 
-    (a) no maps                C = 0, the RGB-only baseline
-    (b) relevant objects       dataset.json action_objects + "hand"
-    (c) irrelevant objects     the distractors only
-    (d) relevant + scene       (b) + the background regions (floor, wall, grass, table)
+    (a) RGB only                    C = 0, no maps
+    (b) best set known              --best (default: the hand, one tool of each shared-motion pair,
+                                    and one scene class), at most --max-classes
+    (c) every tool, best C_max      the actions' tools; when they exceed --max-classes, the tools of
+                                    shared-motion actions first (one per motion, then the rest)
+    (d) irrelevant objects          the world's bystanders (objects no action moves)
+    (e) (b) without scene classes   (b) minus the world's regions
 
-    python -m benchmarks.maps_matter                       # demo preset, 3 seeds, 2 jobs
-    python -m benchmarks.maps_matter --seeds 5 --epochs 20 --out runs/bench/maps_matter
+    python -m benchmarks.maps_matter                                # household, 5 seeds, 2 jobs
+    python -m benchmarks.maps_matter --detector annotation          # the oracle maps instead
 
 Defaults (benchmarks._common.Geometry): 4 frames at 32 px, patch 4, hidden 64 x 2 layers, frozen
 random-init encoder (weight std 0.64 / sqrt(hidden), see a2o.model.recognizer.tiny_init_std), lr
@@ -19,8 +22,9 @@ random-init encoder (weight std 0.64 / sqrt(hidden), see a2o.model.recognizer.ti
 
 Training runs through the real Ray Train loop in Ray Train's local mode
 (:func:`benchmarks._common.train_in_process`), one torch thread per run; ``--jobs`` runs that many
-(seed, class set) runs at once in spawned processes. The maps are filled once, up front. Results
-(per seed, summaries, tests, settings) go to ``--out/maps_matter.json``.
+(seed, class set) runs at once in spawned processes. The detector is trained (or reused) and the
+maps are filled once, up front. Results (per seed, summaries, tests, settings, the detector's val
+IoU) go to ``--out/maps_matter.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from benchmarks._common import (
-    SCENE_CLASSES,
     Geometry,
     build_experiment,
     command_line,
@@ -46,25 +49,46 @@ from benchmarks._common import (
     with_seed,
 )
 
+BASELINE = "(a) RGB only"
+DEFAULT_BEST = "hand,spoon,broom,sponge,knife,kettle,paint roller,floor"
 
-def class_sets(synth_root: str) -> dict[str, list[str]]:
-    """The four class sets of the benchmark, from the dataset's own description."""
+
+def tools_by_priority(info: dict) -> list[str]:
+    """The actions' tools, those of shared-motion actions first: one per motion, then the rest."""
+    motions = info["action_motions"]
+    objects = info["action_objects"]
+    shared = [m for m in dict.fromkeys(motions.values()) if list(motions.values()).count(m) > 1]
+    first = [next(objects[a] for a in objects if motions[a] == m) for m in shared]
+    rest = [objects[a] for a in objects if motions[a] in shared and objects[a] not in first]
+    unique = [objects[a] for a in objects if motions[a] not in shared]
+    return list(dict.fromkeys(first + rest + unique))
+
+
+def class_sets(synth_root: str, best: list[str], max_classes: int) -> dict[str, list[str]]:
+    """The five class sets of the benchmark, from the world's own description."""
     from a2o.data.synthetic import load_dataset_info
 
     info = load_dataset_info(synth_root)
-    relevant = sorted(set(info["action_objects"].values())) + ["hand"]
+    regions = set(info["vocabulary"]["regions"])
+    tools = tools_by_priority(info)
+    tools_name = "(c) every tool" if len(tools) <= max_classes else f"(c) every tool, best {max_classes} of {len(tools)}"
     return {
-        "(a) no maps": [],
-        "(b) relevant objects": relevant,
-        "(c) irrelevant (distractors)": list(info["vocabulary"]["distractors"]),
-        "(d) relevant + scene": relevant + list(SCENE_CLASSES),
+        BASELINE: [],
+        "(b) best set known": best,
+        tools_name: tools[:max_classes],
+        "(d) irrelevant objects": list(info["vocabulary"]["bystanders"]),
+        "(e) (b) without scene classes": [c for c in best if c not in regions],
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds per class set (paired)")
-    parser.add_argument("--preset", default="demo", choices=("tiny", "demo"), help="A2O-Synth preset")
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds per class set (paired)")
+    parser.add_argument("--preset", default="household", help="A2O-Synth world: preset name or spec path")
+    parser.add_argument("--detector", default="learned", choices=("learned", "annotation"),
+                        help="learned (sees pixels; the default) or annotation (the oracle)")
+    parser.add_argument("--best", default=DEFAULT_BEST, help="comma-separated best set known, row (b)")
+    parser.add_argument("--max-classes", type=int, default=8, help="C_max (search.max_classes of the demo)")
     parser.add_argument("--epochs", type=int, default=15, help="training epochs per run")
     parser.add_argument("--frames", type=int, default=Geometry.num_frames, help="frames per clip")
     parser.add_argument("--resolution", type=int, default=Geometry.resolution, help="model input side")
@@ -117,8 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="a2o-maps-matter-") as tmp:
         work_dir = args.work_dir or tmp
-        cfg = build_experiment(work_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)
-        sets = class_sets(cfg.data.root)
+        cfg = build_experiment(
+            work_dir, preset=args.preset, detector=args.detector, geometry=geometry, epochs=args.epochs
+        )
+        best = [c.strip() for c in args.best.split(",") if c.strip()]
+        if len(best) > args.max_classes:
+            raise SystemExit(f"--best has {len(best)} classes, more than --max-classes {args.max_classes}")
+        sets = class_sets(cfg.data.root, best, args.max_classes)
+        detector_iou = _detector_iou(cfg)
         # Fill the map cache once here, so parallel runs only read it.
         from a2o.train.trial import prepare_inputs
 
@@ -136,12 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed} {name:<30} val_accuracy={run['val_accuracy']:.3f} "
                       f"train_loss={run['loss']:.3f} ({run['wall_time_s']:.0f} s)", flush=True)
 
-    baseline = [r["val_accuracy"] for r in runs["(a) no maps"]]
+    baseline = [r["val_accuracy"] for r in runs[BASELINE]]
     rows, summary = [], {}
     for name, classes in sets.items():
         accuracies = [r["val_accuracy"] for r in runs[name]]
         stats = summarize(accuracies)
-        test = None if name == "(a) no maps" else paired_t_test(accuracies, baseline)
+        test = None if name == BASELINE else paired_t_test(accuracies, baseline)
         summary[name] = {"classes": classes, "summary": asdict(stats), "vs_no_maps": asdict(test) if test else None}
         rows.append([
             name,
@@ -151,17 +181,20 @@ def main(argv: list[str] | None = None) -> int:
             "—" if test is None else f"{test.p_value:.3g}",
         ])
     wall_s = time.perf_counter() - started
-    table = format_table(["class set", "C", "val accuracy (mean ± std)", "Δ vs (a)", "paired t p"], rows)
+    table = format_table(["class set", "C", "val accuracy (mean ± std)", "Δ vs RGB only", "paired t p"], rows)
     print()
     print(f"$ {command_line()}")
     print(f"A2O-Synth '{args.preset}', {args.seeds} seeds, {args.epochs} epochs, T={args.frames}, "
           f"{args.resolution}px, tiny V-JEPA2 hidden {args.hidden} x {args.layers} layers, patch {args.patch}, "
           f"{'frozen' if args.freeze_backbone else 'fine-tuned'} encoder, lr {args.lr:g}, "
-          f"fusion lr x{args.fusion_lr_scale:g}, oracle maps; {args.jobs} jobs x {args.threads} thread(s); "
+          f"fusion lr x{args.fusion_lr_scale:g}, {args.detector} detector; {args.jobs} jobs x {args.threads} thread(s); "
           f"setup {setup_s:.0f} s, wall {wall_s:.0f} s")
     print(table)
     for name, classes in sets.items():
         print(f"  {name}: {', '.join(classes) or '(none)'}")
+    if detector_iou:
+        print("learned detector, val IoU per channel: "
+              + ", ".join(f"{name} {iou:.2f}" for name, iou in detector_iou.items()))
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "maps_matter.json")
@@ -169,10 +202,19 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({
             "command": command_line(), "args": vars(args), "geometry": asdict(geometry),
             "wall_time_s": wall_s, "setup_time_s": setup_s, "runs": runs, "summary": summary,
-            "table": table,
+            "table": table, "detector": args.detector, "detector_val_iou": detector_iou,
         }, handle, indent=2)
     print(f"results: {path}")
     return 0
+
+
+def _detector_iou(cfg) -> dict[str, float]:
+    """The learned detector's per-channel val IoU, as it recorded when trained ({} for the oracle)."""
+    if cfg.detect.detector != "learned":
+        return {}
+    from a2o.detect.learned import read_detector_metadata
+
+    return dict(read_detector_metadata(cfg.detect.learned_model).get("val_iou", {}))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ through Ray Train or Tune, so a few hundred trials fit on 2 CPU cores; ``--jobs`
 once in spawned processes. The trial is a real training run built from the blocks of
 :mod:`a2o.train.loop` (``ClipDataset``, ``build_recognizer``, ``build_optimizer``,
 ``confusion_on``) under the recipe of ``benchmarks/maps_matter.py`` (:class:`benchmarks._common.Geometry`):
-the annotation detector fills the real map cache, a frozen tiny V-JEPA2 (the same saved weights for
+the world's learned detector fills the real map cache, a frozen tiny V-JEPA2 (the same saved weights for
 every trial) with a fresh adapter, zero-init projection and probe is trained for ``--epochs``
 epochs, and per-epoch val accuracy is the reward. Searchers are driven through their Ray Tune
 ``Searcher`` API (``suggest`` / ``on_trial_result`` / ``on_trial_complete``), one trial at a time
@@ -51,13 +51,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import Geometry
+from searchers.vocabulary import generic_vocabulary
 
 log = logging.getLogger("benchmarks.searchers")
 
-VOCABULARY = ["hand", "person", "ball", "box", "cup", "bottle", "chair", "lamp", "book", "plant",
-              "floor", "wall", "grass", "table", "tree", "car"]
-TASK = ("A2O-Synth: short synthetic clips of a hand moving simple objects (ball, box, cup, bottle) "
-        "over floor, wall, grass or table backgrounds, with distractor objects and sometimes a person.")
+# What a real user passes: the shipped generic list of common nouns (the world's names sit among
+# hundreds of others), and a setting description that names no object of the world.
+VOCABULARY = generic_vocabulary()
+TASK = ("A2O-Synth household: short, low-resolution, top-down clips of someone doing everyday chores "
+        "and kitchen tasks in a cluttered room; several household items stand around in every clip.")
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
 ALL_SEARCHERS = ("icrl", "static", "pool", "ood", "optuna", "random", "hybrid")
 DEFAULT_ASHA = ("icrl", "optuna", "random", "hybrid")
@@ -74,7 +76,7 @@ class Bench:
     cfg: Any  # a2o.config.ExperimentConfig with model.checkpoint resolved to the saved tiny weights
     store: Any  # in-memory frame source over the frame store
     cache: Any  # a2o.detect.cache.MapCache
-    factory: Any  # ConfigDetectorFactory (annotation detector)
+    factory: Any  # ConfigDetectorFactory (the learned detector)
     labels: list[str]
     splits: dict[str, tuple[list[str], list[int]]]
     action_names: list[str]
@@ -114,20 +116,21 @@ def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Benc
     Idempotent (each parallel job calls it; only the first writes). ``geometry`` is the model and
     optimiser recipe of ``benchmarks/maps_matter.py``, under which maps of the right objects help.
     """
-    from a2o.config import config_from_dict
+    from a2o.config import config_from_dict, resolve_paths
     from a2o.data.framestore import FrameStore, prepare_frame_store
     from a2o.data.manifest import load_manifest
     from a2o.data.synthetic import generate_synth, load_dataset_info
     from a2o.detect.base import ConfigDetectorFactory
     from a2o.detect.cache import map_cache_for
+    from a2o.detect.learned_train import ensure_learned_detector
     from a2o.train.trial import frames_root, label_names, resolve_checkpoint
 
-    synth = generate_synth(os.path.join(out_dir, "synth"), preset=preset, seed=0)
+    synth = generate_synth(os.path.join(out_dir, "synth"), preset, seed=0)
     g = geometry
-    cfg = config_from_dict({
+    cfg = resolve_paths(config_from_dict({
         "data": {"dataset": "synthetic", "root": synth, "synth_preset": preset, "num_frames": g.num_frames,
                  "resolution": g.resolution},
-        "detect": {"detector": "annotation"},
+        "detect": {"detector": "learned"},
         "model": {"checkpoint": "tiny", "tiny_hidden": g.hidden, "tiny_layers": g.layers, "tiny_patch": g.patch,
                   "freeze_backbone": g.freeze_backbone},
         "train": {"epochs": epochs, "final_epochs": epochs, "batch_size": g.batch_size, "lr": g.lr,
@@ -136,11 +139,12 @@ def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Benc
         "search": {"max_classes": 8, "vocabulary": VOCABULARY, "task_description": TASK},
         "llm": {"prompt": "small"},
         "storage": {"root": os.path.abspath(os.path.join(out_dir, "storage")), "experiment_name": "bench"},
-    })
+    }))
     manifest = load_manifest(cfg.data)
     summary = prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=False)
     if summary.skipped:
         raise RuntimeError(f"{summary.skipped} A2O-Synth videos could not be decoded: {summary.skipped_ids[:5]}")
+    ensure_learned_detector(cfg)  # trained once (a lock keeps parallel jobs from training it twice)
     store = FrameStore(frames_root(cfg))
     rows = store.manifest().select(["video_id", "label_id", "split"]).to_pylist()
     splits = {s: ([r["video_id"] for r in rows if r["split"] == s], [int(r["label_id"]) for r in rows if r["split"] == s])
@@ -607,7 +611,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="LLM of the LLM searchers: embedded llama.cpp, a scripted stand-in, or skip them")
     parser.add_argument("--searchers", default=",".join(ALL_SEARCHERS), help="comma-separated subset")
     parser.add_argument("--asha", default=",".join(DEFAULT_ASHA), help="searchers also run under ASHA ('' = none)")
-    parser.add_argument("--preset", choices=["tiny", "demo"], default=None, help="A2O-Synth preset (default demo)")
+    parser.add_argument("--preset", default=None, help="A2O-Synth world: preset or spec path (default household)")
     parser.add_argument("--epochs", type=int, default=15,
                         help="epochs per trial (the maps_matter recipe; ASHA may stop a trial after 1)")
     parser.add_argument("--jobs", type=int, default=2, help="searches at once (spawned processes)")
@@ -621,7 +625,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.seeds, args.trials = min(args.seeds, 2), min(args.trials, 3)
         args.preset = args.preset or "tiny"
-    args.preset = args.preset or "demo"
+    args.preset = args.preset or "household"
     return args
 
 

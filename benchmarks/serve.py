@@ -1,4 +1,5 @@
-"""Latency and throughput of the served model over loopback HTTP.
+"""Latency and throughput of the served model over loopback HTTP; with ``--agreement``, whether
+served predictions match the offline evaluation over a whole split (benchmarks/serve_agreement.py).
 
 Builds a best/ directory with the tiny V-JEPA2 recognizer (random weights) in a temporary
 directory, serves it with :func:`a2o.serve.app.build_app` on a free loopback port, and measures
@@ -12,8 +13,9 @@ directory, serves it with :func:`a2o.serve.app.build_app` on a free loopback por
     python -m benchmarks.serve                         # config defaults: T=16, 64 px, 2x3 views
     python -m benchmarks.serve --size test             # the test-suite model (T=4, 32 px, 2x2)
     python -m benchmarks.serve --requests 64 --concurrency 1,4,8 --max-batch-size 8
+    python -m benchmarks.serve --agreement --model runs/demo/best --split test
 
-Runs offline on CPU; nothing is left behind.
+Runs offline on CPU; nothing is left behind (agreement mode: its per-clip JSON).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -46,6 +48,11 @@ def _config_values(size: str, max_batch_size: int) -> dict:
     # The config defaults (data.num_frames=16, data.resolution=64, 2 segments x 3 views, the
     # 'tiny' V-JEPA2 preset) with the annotation detector.
     return {"data": {"dataset": "synthetic"}, "detect": {"detector": "annotation"}, "serve": serve}
+
+
+# Latency needs no object cues: the annotation detector stands in for a real one's cost (its maps
+# of an upload are empty), so the model is served with the oracle flag.
+_LATENCY_APP_ARGS = {"allow_oracle_detector": True}
 
 
 def _timed_post(client, video: bytes, timeout_s: float) -> tuple[float, int]:
@@ -98,12 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request timeout (s)")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured requests first")
     parser.add_argument("--cpus", type=float, default=1.0, help="CPUs per detector / recognizer replica")
+    from benchmarks.serve_agreement import add_arguments, run_agreement
+
+    add_arguments(parser)
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if args.requests < 1 or any(c < 1 for c in levels):
         parser.error("--requests and --concurrency levels must be >= 1")
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.agreement:
+        return run_agreement(args)
 
     import httpx
     import ray
@@ -123,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         if started_ray:  # a private cluster, replica logs kept out of the table's way
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        port = _free_port()
+        port = free_port()
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             t0 = time.perf_counter()
             serve.run(
-                build_app({"model": best, "detector_cpus": args.cpus, "recognizer_cpus": args.cpus}),
+                build_app(
+                    {"model": best, "detector_cpus": args.cpus, "recognizer_cpus": args.cpus, **_LATENCY_APP_ARGS}
+                ),
                 name=APP_NAME,
                 route_prefix="/",
             )

@@ -62,11 +62,11 @@ class BareRun:
 
 
 def relevant_classes(synth_root: str) -> list[str]:
-    """The action objects of the dataset plus "hand": a realistic C = 5 trial."""
+    """Four of the world's tools plus "hand": a realistic C = 5 trial."""
     from a2o.data.synthetic import load_dataset_info
+    from benchmarks.maps_matter import tools_by_priority
 
-    info = load_dataset_info(synth_root)
-    return sorted(set(info["action_objects"].values())) + ["hand"]
+    return ["hand", *tools_by_priority(load_dataset_info(synth_root))[:4]]
 
 
 def run_bare_process(spec_path: str, result_path: str) -> BareRun:
@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="target compute of one trial's loop")
     parser.add_argument("--trials", type=int, default=3, help="trials of the Tune search (one at a time)")
-    parser.add_argument("--preset", default="demo", choices=("tiny", "demo"), help="A2O-Synth preset")
+    parser.add_argument("--preset", default="household", help="A2O-Synth world: preset name or spec path")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     parser.add_argument("--work-dir", default="", help="where data and runs go (default: a temp dir)")
     parser.add_argument("--out", default="runs/bench/trial_overhead", help="folder of the results JSON")
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
         update_readme_section(args.readme, "trial_overhead", "\n".join([
             "```bash", command_line(), "```", "",
-            f"Ran on {machine_line()}. A2O-Synth demo, classes {', '.join(classes)}, {epochs} epochs "
+            f"Ran on {machine_line()}. A2O-Synth {args.preset}, classes {', '.join(classes)}, {epochs} epochs "
             f"(~{args.seconds:.0f} s of compute). The same loop as a bare `python` process (spawn to exit, "
             f"Ray Train local mode; before and after the search), as {args.trials} Tune trials over a 1-worker "
             "`TorchTrainer` run one after another, and warm in an already-started process:",

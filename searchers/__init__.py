@@ -18,6 +18,7 @@ Modules are imported on first use, so ``import searchers`` pulls in neither Ray 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any, Optional
 
 __all__ = ["SEARCHER_CLASSES", "LLM_SEARCHERS", "create_searcher", "searcher_from_config"]
@@ -32,6 +33,8 @@ SEARCHER_CLASSES: dict[str, tuple[str, str]] = {
     "optuna": ("searchers.optuna_search", "OptunaTPESearcher"),
 }
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
+
+logger = logging.getLogger(__name__)
 
 
 def create_searcher(name: str, **kwargs: Any):
@@ -69,10 +72,15 @@ def searcher_from_config(
         llm_base_url: The endpoint when ``llm.base_url`` is ``'local'`` (the embedded server's URL).
         replay_cache_path: Replay-cache file in the run's storage (used when ``llm.replay_cache``).
         epochs_per_trial: ``train.epochs``, so early-stopped trials are marked in the prompt.
+
+    An empty ``search.vocabulary`` means the shipped generic noun list
+    (:func:`searchers.vocabulary.generic_vocabulary`), for the vocabulary searchers and for the
+    LLM searchers' fallback alike; which list is used is logged once, at INFO.
     """
     common = {"max_classes": search.max_classes, "num_trials": search.num_trials, "seed": search.seed}
+    vocabulary = _resolve_vocabulary(search.vocabulary)
     if search.searcher in ("random", "optuna"):
-        return create_searcher(search.searcher, vocabulary=search.vocabulary, **common)
+        return create_searcher(search.searcher, vocabulary=vocabulary, **common)
     from searchers.llm_client import LLMClientSpec
 
     spec = LLMClientSpec.from_config(llm, base_url=llm_base_url, cache_path=replay_cache_path)
@@ -86,7 +94,7 @@ def searcher_from_config(
         task_description=search.task_description,
         max_reasks=search.max_reasks,
         initial_classes=search.initial_classes or None,
-        vocabulary=search.vocabulary or None,
+        vocabulary=vocabulary,
         response_format=response_format,
         epochs_per_trial=epochs_per_trial,
     )
@@ -95,3 +103,15 @@ def searcher_from_config(
     if search.searcher == "ood":
         kwargs["ood_history"] = search.ood_history
     return create_searcher(search.searcher, **kwargs)
+
+
+def _resolve_vocabulary(configured: list) -> list[str]:
+    """``search.vocabulary``, or the generic list when it is empty; logs which one."""
+    if configured:
+        logger.info("vocabulary: search.vocabulary, %d entries", len(configured))
+        return list(configured)
+    from searchers.vocabulary import GENERIC_NOUNS_PATH, generic_vocabulary
+
+    words = generic_vocabulary()
+    logger.info("vocabulary: generic list, %d nouns (%s)", len(words), GENERIC_NOUNS_PATH)
+    return words

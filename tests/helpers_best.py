@@ -8,6 +8,10 @@ logits, as it does in a trained model (a fresh one is zero-initialised).
 
 ``write_clip`` writes a short moving-pattern clip with PyAV (mp4/H.264, webm/VP9, or a zero-frame
 file), so uploads go through the real demux + decode path.
+
+``build_learned_world`` prepares an A2O-Synth ``tiny`` world with a quickly trained learned
+detector (the pieces a search has before its final step), and ``save_random_recognizer`` the
+seeded random recognizer both builders use.
 """
 
 from __future__ import annotations
@@ -18,10 +22,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BEST_CLASSES", "BEST_LABELS", "build_best_dir", "write_clip", "best_config_values"]
+__all__ = [
+    "BEST_CLASSES",
+    "BEST_LABELS",
+    "LEARNED_CLASSES",
+    "build_best_dir",
+    "build_learned_world",
+    "save_random_recognizer",
+    "write_clip",
+    "best_config_values",
+]
 
 BEST_CLASSES = ("person", "ball")
 BEST_LABELS = ("jumping", "running", "throwing", "waving")
+# Object classes of the tiny world's learned-detector model: three it knows and one it does not.
+LEARNED_CLASSES = ("ball", "box", "hand", "person")
 
 
 def best_config_values(*, serve: dict | None = None) -> dict:
@@ -55,29 +70,15 @@ def build_best_dir(
     ``values`` (nested config dict) replaces :func:`best_config_values` entirely, e.g. to build the
     default-size tiny model for the serving benchmark.
     """
-    import torch
     import yaml
 
     from a2o.config import config_from_dict, config_to_dict
     from a2o.detect.base import detector_fingerprint
-    from a2o.model import build_recognizer, save_recognizer
 
     best = os.path.join(str(root), "best")
     os.makedirs(best, exist_ok=True)
     cfg = config_from_dict(values if values is not None else best_config_values(serve=serve))
-    model = build_recognizer(
-        cfg.model,
-        num_classes_in=len(classes),
-        labels=list(labels),
-        num_frames=cfg.data.num_frames,
-        resolution=cfg.data.resolution,
-    )
-    if model.fusion is not None:
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for parameter in model.fusion.parameters():
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    save_recognizer(model, os.path.join(best, "model"), classes=classes, labels=labels)
+    save_random_recognizer(os.path.join(best, "model"), cfg, classes=classes, labels=labels, seed=seed)
     with open(os.path.join(best, "config.yaml"), "w", encoding="utf-8") as fh:
         yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
     metrics = {
@@ -95,6 +96,56 @@ def build_best_dir(
     with open(os.path.join(best, "metrics.json"), "w", encoding="utf-8") as fh:
         json.dump(metrics, fh, indent=2)
     return best
+
+
+def save_random_recognizer(model_dir: str, cfg, *, classes: Sequence[str], labels: Sequence[str], seed: int = 0) -> str:
+    """Save a tiny random recognizer of ``cfg`` to ``model_dir``; its fusion weights are randomised
+    (seeded) so the maps change the logits, as in a trained model (a fresh one is zero-initialised)."""
+    import torch
+
+    from a2o.model import build_recognizer, save_recognizer
+
+    model = build_recognizer(
+        cfg.model,
+        num_classes_in=len(classes),
+        labels=list(labels),
+        num_frames=cfg.data.num_frames,
+        resolution=cfg.data.resolution,
+    )
+    if model.fusion is not None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for parameter in model.fusion.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    save_recognizer(model, model_dir, classes=classes, labels=labels)
+    return model_dir
+
+
+def build_learned_world(root: str | os.PathLike, *, serve: dict | None = None):
+    """A2O-Synth ``tiny`` under ``root/synth``, its frame store and a learned detector trained on it.
+
+    Returns ``(cfg, manifest, labels)``: ``cfg`` (paths resolved, ``detect.learned_model`` the
+    trained folder under ``root/storage/detectors/``) has the geometry of :func:`best_config_values`.
+    The detector trains for 1 epoch (a few seconds): a real pixel detector, not a good one.
+    """
+    from a2o.config import config_from_dict, resolve_paths
+    from a2o.data.framestore import grid_key, prepare_frame_store
+    from a2o.data.manifest import load_manifest
+    from a2o.data.synthetic import generate_synth
+    from a2o.detect import ensure_learned_detector
+    from a2o.train.trial import label_names
+
+    root = str(root)
+    synth = generate_synth(os.path.join(root, "synth"), "tiny", seed=0)
+    values = best_config_values(serve=serve)
+    values["data"].update(root=synth, synth_preset="tiny", store_resolution=0)
+    values["detect"] = {"detector": "learned", "learned_epochs": 1, "learned_width": 8}
+    values["storage"] = {"root": os.path.join(root, "storage")}
+    cfg = resolve_paths(config_from_dict(values))
+    manifest = load_manifest(cfg.data)
+    prepare_frame_store(manifest, cfg.data, cfg.storage.path("frames", grid_key(cfg.data)), use_ray=False)
+    ensure_learned_detector(cfg)
+    return cfg, manifest, label_names(manifest)
 
 
 def _pattern(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:

@@ -51,7 +51,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     config = _config(root)
     cfg = config_from_dict(config)
-    generate_synth(cfg.data.root, preset="tiny", seed=0)
+    generate_synth(cfg.data.root, "tiny", seed=0)
     manifest = load_manifest(cfg.data)
     prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=False)
     store = FrameStore(frames_root(cfg))

@@ -3,6 +3,11 @@
 Properties: a served prediction equals the offline evaluation of the same clip (mp4 and webm, raw
 and multipart, one at a time and batched); every bad request gets the right 4xx JSON error with no
 path or traceback, and the server keeps answering; the OpenAPI spec holds under fuzzing (no 5xx).
+
+The model here uses the annotation detector (an oracle, blind on uploads), so it is served with
+``allow_oracle_detector`` and every response must carry the warning; without the flag it is refused
+before anything is deployed, and an RGB-only model is served without either. The learned detector's
+serving path is tests/test_serve_learned.py.
 """
 
 from __future__ import annotations
@@ -87,7 +92,9 @@ def server(ray_local, best_dir):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        app = build_app({"model": best_dir, "detector_cpus": 0.5, "recognizer_cpus": 0.5})
+        app = build_app(
+            {"model": best_dir, "detector_cpus": 0.5, "recognizer_cpus": 0.5, "allow_oracle_detector": True}
+        )
         serve.run(app, name=APP_NAME, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -112,6 +119,9 @@ def _probabilities(payload: dict) -> np.ndarray:
 
 
 def _assert_matches(payload: dict, expected: np.ndarray) -> None:
+    from a2o.serve.best import ORACLE_WARNING
+
+    assert payload["warning"] == ORACLE_WARNING  # every response of an oracle model says so
     assert payload["top_k"] == len(BEST_LABELS)
     assert [p["label"] for p in payload["predictions"]] == [
         BEST_LABELS[i] for i in np.argsort(-expected, kind="stable")
@@ -157,6 +167,7 @@ def test_top_k_orders_and_truncates(client, clips, offline):
     assert response.status_code == 200
     payload = response.json()
     assert payload["top_k"] == 2 and len(payload["predictions"]) == 2
+    assert "annotation oracle" in payload["warning"]
     best_first = np.argsort(-offline["mp4"], kind="stable")[:2]
     assert [p["label_id"] for p in payload["predictions"]] == best_first.tolist()
     default = _post_video(client, clips["mp4"]).json()  # default top_k = min(5, max_top_k) > K labels
@@ -185,6 +196,7 @@ def test_model_info_and_health(client, best_dir):
         "resolution": 32,
     }
     assert info["max_top_k"] == MAX_TOP_K
+    assert "annotation oracle" in info["warning"]
     assert client.get("/healthz").json() == {"status": "ok"}
     spec = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/model", "/healthz"} <= set(spec["paths"])
@@ -389,9 +401,67 @@ def test_serve_config_is_a_valid_serve_deploy_config(best_dir):
     from a2o.errors import ConfigError
     from a2o.serve.app import serve_config
 
-    config = serve_config({"model": best_dir, "overrides": ["serve.max_batch_size=2"]}, port=8123)
+    with pytest.raises(ConfigError, match="--allow-oracle-detector"):
+        serve_config({"model": best_dir})
+    config = serve_config(
+        {"model": best_dir, "overrides": ["serve.max_batch_size=2"], "allow_oracle_detector": True}, port=8123
+    )
     parsed = ServeDeploySchema.model_validate(config)
     assert parsed.http_options.host == "127.0.0.1"
     assert parsed.applications[0].import_path == "a2o.serve.app:build_app"
+    assert parsed.applications[0].args["allow_oracle_detector"] is True
     with pytest.raises(ConfigError, match="model"):
         serve_config({"modle": best_dir})
+
+
+# ---------------------------------------------------------------------------------------------
+# oracle (annotation) models: refused unless --allow-oracle-detector; RGB-only models are fine
+
+
+def test_oracle_model_is_refused_with_the_fix_named(best_dir):
+    from a2o.errors import ConfigError
+    from a2o.serve.best import ORACLE_WARNING, read_best
+
+    with pytest.raises(ConfigError) as refused:
+        read_best(best_dir)
+    message = str(refused.value)
+    for part in ("annotation", "ground-truth", "empty", "offline", "learned", "grounded_sam2", "--allow-oracle-detector"):
+        assert part in message, part
+    assert read_best(best_dir, allow_oracle_detector=True).warning == ORACLE_WARNING
+
+
+def test_serve_command_refuses_an_oracle_model_before_ray_starts(best_dir, monkeypatch, capsys):
+    import a2o.commands._ray
+    from a2o.cli import build_parser, main
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a2o serve reached Ray with an oracle model and no --allow-oracle-detector")
+
+    monkeypatch.setattr(a2o.commands._ray, "connect", no_ray)
+    assert main(["serve", "--model", best_dir]) == 1
+    assert "--allow-oracle-detector" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--model", best_dir, "--allow-oracle-detector"])
+    assert args.allow_oracle_detector is True
+
+
+class _FixedBackend:
+    """A PredictionBackend returning fixed probabilities (the HTTP layer alone, no Ray)."""
+
+    async def probabilities(self, video: bytes) -> tuple[np.ndarray, str]:
+        return np.array([0.1, 0.2, 0.3, 0.4]), hashlib.sha256(video).hexdigest()
+
+
+def test_rgb_only_annotation_model_is_served_without_warning(tmp_path, clips):
+    from fastapi.testclient import TestClient
+
+    from a2o.detect.base import detector_fingerprint
+    from a2o.serve.api import create_api, model_info
+    from a2o.serve.best import read_best
+
+    best = read_best(build_best_dir(tmp_path, classes=()))  # annotation detector, no classes: not refused
+    assert best.warning is None and best.classes == []
+    api = create_api(_FixedBackend(), model_info(best, detector_fingerprint(best.config.detect)), best.config.serve)
+    with TestClient(api) as http:
+        payload = _post_video(http, clips["mp4"]).json()
+        assert payload["warning"] is None and payload["predictions"][0]["label"] == BEST_LABELS[3]
+        assert http.get("/v1/model").json()["warning"] is None

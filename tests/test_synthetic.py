@@ -13,16 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from a2o.data.schema import MANIFEST_SCHEMA, SPLITS
-from a2o.data.synth.render import DISTRACTORS, MANIPULATED, REGIONS
 from a2o.data.synthetic import (
-    PRESETS,
-    SynthParams,
     class_counts,
     expected_shortcut_rate,
     generate_synth,
     load_dataset_info,
     load_scenes,
     read_synth_manifest,
+    resolve_world,
     shortcut_statistic,
 )
 from a2o.errors import ConfigError, DataError
@@ -31,7 +29,7 @@ from a2o.errors import ConfigError, DataError
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("synth") / "tiny-seed0")
-    generate_synth(root, preset="tiny", seed=0)
+    generate_synth(root, "tiny", seed=0)
     return root
 
 
@@ -65,7 +63,7 @@ def _dilate(mask: np.ndarray, steps: int = 1) -> np.ndarray:
 
 def test_same_seed_same_bytes_other_seed_differs(tiny_root, tmp_path):
     again = str(tmp_path / "again")
-    generate_synth(again, preset="tiny", seed=0, num_workers=2)  # bytes must not depend on workers
+    generate_synth(again, "tiny", seed=0, num_workers=2)  # bytes must not depend on workers
     first, second = _files(tiny_root), _files(again)
     assert sorted(first) == sorted(second)
     assert any(name.startswith("masks/") for name in first) and "manifest.parquet" in first
@@ -83,14 +81,17 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_root, tmp_path):
         assert np.abs(a - b).mean() <= 2.0 and np.abs(a - b).max() <= 32, name
 
     other = str(tmp_path / "seed1")
-    generate_synth(other, preset="tiny", seed=1)
+    generate_synth(other, "tiny", seed=1)
     third = _files(other)
     assert third["manifest.parquet"] != first["manifest.parquet"]
     assert third["masks/train-00000.npz"] != first["masks/train-00000.npz"]
 
 
+TINY = resolve_world("tiny", seed=0)
+
+
 def test_directory_contract_and_manifest(tiny_root):
-    params = PRESETS["tiny"]
+    params = TINY
     raw = pq.read_table(os.path.join(tiny_root, "manifest.parquet"))
     assert raw.schema.equals(MANIFEST_SCHEMA)
     for row in raw.to_pylist():  # relative inside the folder
@@ -98,37 +99,39 @@ def test_directory_contract_and_manifest(tiny_root):
         assert row["masks_uri"] == f"masks/{row['video_id']}.npz"
     manifest = read_synth_manifest(tiny_root)
     assert manifest.schema.equals(MANIFEST_SCHEMA)
-    assert manifest.num_rows == params.videos_per_class * len(params.classes)
+    assert manifest.num_rows == params.clips_per_action * len(params.actions)
     assert len(set(manifest.column("video_id").to_pylist())) == manifest.num_rows
     info = load_dataset_info(tiny_root)
     for row in manifest.to_pylist():
         assert os.path.isabs(row["uri"]) and os.path.exists(row["uri"])
         assert os.path.exists(row["masks_uri"])
         assert info["label_ids"][row["label"]] == row["label_id"]
-    assert info["actions"] == list(params.classes)
-    assert set(info["shortcut_map"]) == set(params.classes)
+    assert info["actions"] == list(params.action_names)
+    assert set(info["shortcut_map"]) == set(params.action_names)
+    assert info["channels"] == list(params.channels) and info["spec_sha256"] == params.sha256()
+    assert info["lexicon"]["mug"] == [["cup", 1.0]] and info["lexicon"]["toy"] == [["ball", 0.5], ["box", 0.5]]
 
 
 def test_every_class_in_every_split(tiny_root):
     counts = class_counts(tiny_root)
-    expected = PRESETS["tiny"].split_counts()
+    expected = TINY.split_counts()
     assert set(counts) == set(SPLITS)
     for split in SPLITS:
-        assert counts[split] == {c: expected[split] for c in PRESETS["tiny"].classes}
+        assert counts[split] == {c: expected[split] for c in TINY.action_names}
 
 
 def test_masks_cover_present_names_only(tiny_root):
-    params = PRESETS["tiny"]
+    params = TINY
     scenes = {row["video_id"]: row for row in load_scenes(tiny_root).to_pylist()}
     for row in read_synth_manifest(tiny_root).to_pylist():
         scene = scenes[row["video_id"]]
         with np.load(row["masks_uri"]) as npz:
             masks = {name: npz[name] for name in npz.files}
-        present = {"hand", *MANIPULATED, *scene["distractors"], scene["background"]}
-        if scene["has_person"]:
-            present.add("person")
+        target = params.action(row["label"]).object
+        present = {"hand", target, *scene["others"], scene["background"]}
+        assert len(scene["others"]) == params.others_per_clip and target not in scene["others"]
         assert set(masks) == present
-        absent = (set(REGIONS) | set(DISTRACTORS)) - present
+        absent = set(params.channels) - present
         assert absent and not absent & set(masks)  # e.g. "grass" in a floor scene: no key
         stacked = np.stack(list(masks.values()))
         assert stacked.dtype == np.uint8 and stacked.shape[1:] == (params.num_frames, *params.resolution)
@@ -136,7 +139,7 @@ def test_masks_cover_present_names_only(tiny_root):
         np.testing.assert_array_equal(stacked.sum(0), 1)  # visible masks partition every frame
         assert masks["hand"].any() and masks[scene["background"]].any()
         tubes = json.loads(row["boxes"])["tubes"]
-        assert set(tubes) == {n for n in present - set(REGIONS) if masks[n].any()}
+        assert set(tubes) == {n for n in present - set(params.region_names) if masks[n].any()}
 
 
 def test_masks_align_with_rendered_pixels(tiny_root):
@@ -148,12 +151,12 @@ def test_masks_align_with_rendered_pixels(tiny_root):
         with np.load(row["masks_uri"]) as npz:
             masks = {name: npz[name] for name in npz.files}
         assert frames.shape[:3] == next(iter(masks.values())).shape
-        region = _erode(next(masks[n] for n in masks if n in REGIONS))
+        region = _erode(next(masks[n] for n in masks if n in TINY.region_names))
         background = np.stack([frame[m].mean(0) for frame, m in zip(frames, region, strict=True)])  # (T, 3)
         diff = np.abs(frames - background[:, None, None, :]).mean(-1)  # (T, H, W)
         assert diff[region].mean() < 10.0
         for name, mask in masks.items():
-            if name in REGIONS:
+            if name in TINY.region_names:
                 continue
             inside = _erode(mask)
             ring = _dilate(mask, 3) & ~_dilate(mask, 1) & region
@@ -172,16 +175,16 @@ def _binomial_tolerance(p: float, n: int) -> float:
 def test_shortcut_statistic_train_vs_val(tmp_path):
     # Enough clips for the statistic to mean something, made cheap by tiny frames.
     params = dict(
-        videos_per_class=50,
+        clips_per_action=50,
         num_frames=2,
         resolution=(16, 16),
         split_fractions=(0.5, 0.25, 0.25),
         num_workers=1,
     )
     root = str(tmp_path / "shortcut")
-    generate_synth(root, preset="tiny", seed=3, shortcut=0.8, **params)
+    generate_synth(root, "tiny", seed=3, shortcut=0.8, **params)
     measured = shortcut_statistic(root)
-    expected = expected_shortcut_rate(SynthParams(**load_dataset_info(root)["params"]))
+    expected = expected_shortcut_rate(resolve_world("tiny", seed=3, shortcut=0.8, clips_per_action=50))
     counts = {split: sum(c.values()) for split, c in class_counts(root).items()}
     assert expected["train"] == pytest.approx(0.8 + 0.2 / 4)
     for split in SPLITS:
@@ -189,12 +192,10 @@ def test_shortcut_statistic_train_vs_val(tmp_path):
             split
         )
     assert measured["val"] < 0.5 < measured["train"]
-    distractor = shortcut_statistic(root, cue="distractor")
-    assert distractor["train"] > distractor["val"]
 
     no_shortcut = str(tmp_path / "no-shortcut")
-    generate_synth(no_shortcut, preset="tiny", seed=3, shortcut=0.0, **params)
-    chance = 1.0 / len(REGIONS)
+    generate_synth(no_shortcut, "tiny", seed=3, shortcut=0.0, **params)
+    chance = 1.0 / len(TINY.regions)
     assert abs(shortcut_statistic(no_shortcut)["train"] - chance) < _binomial_tolerance(
         chance, counts["train"]
     )
@@ -203,24 +204,24 @@ def test_shortcut_statistic_train_vs_val(tmp_path):
 def test_idempotent_and_refuses_other_params(tiny_root):
     manifest_path = os.path.join(tiny_root, "manifest.parquet")
     before = os.stat(manifest_path).st_mtime_ns
-    assert generate_synth(tiny_root, preset="tiny", seed=0) == tiny_root
+    assert generate_synth(tiny_root, "tiny", seed=0) == tiny_root
     assert os.stat(manifest_path).st_mtime_ns == before
     with pytest.raises(DataError, match="overwrite"):
-        generate_synth(tiny_root, preset="tiny", seed=0, num_frames=6)
+        generate_synth(tiny_root, "tiny", seed=0, num_frames=6)
 
 
 def test_overwrite_replaces_dataset(tmp_path):
     root = str(tmp_path / "ds")
-    generate_synth(root, preset="tiny", seed=0, videos_per_class=3)
-    generate_synth(root, preset="tiny", seed=0, videos_per_class=4, overwrite=True)
-    assert read_synth_manifest(root).num_rows == 4 * len(PRESETS["tiny"].classes)
-    assert len(os.listdir(os.path.join(root, "videos"))) == 4 * len(PRESETS["tiny"].classes)
+    generate_synth(root, "tiny", seed=0, clips_per_action=3)
+    generate_synth(root, "tiny", seed=0, clips_per_action=4, overwrite=True)
+    assert read_synth_manifest(root).num_rows == 4 * len(TINY.actions)
+    assert len(os.listdir(os.path.join(root, "videos"))) == 4 * len(TINY.actions)
 
 
 def test_fsspec_root_roundtrip():
     root = "memory://a2o-synth-test/ds"
     try:
-        generate_synth(root, preset="tiny", seed=0, videos_per_class=3, num_frames=4)
+        generate_synth(root, "tiny", seed=0, clips_per_action=3, num_frames=4)
         manifest = read_synth_manifest(root).to_pylist()
         assert manifest and all(row["uri"].startswith(root + "/videos/") for row in manifest)
         with fsspec.open(manifest[0]["masks_uri"], "rb") as handle:
@@ -234,23 +235,23 @@ def test_fsspec_root_roundtrip():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ({"classes": ("juggling",)}, "synth.classes"),
-        ({"resolution": (33, 32)}, "synth.resolution"),
-        ({"videos_per_class": 2}, "synth.videos_per_class"),
-        ({"shortcut": 1.5}, "synth.shortcut"),
-        ({"num_distractors": 9}, "synth.num_distractors"),
+        ({"actions": ("juggling",)}, "actions"),
+        ({"resolution": (33, 32)}, "resolution"),
+        ({"clips_per_action": 2}, "clips_per_action"),
+        ({"shortcut": 1.5}, "shortcut.probability"),
+        ({"others_per_clip": 9}, "scene.others_per_clip"),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, override, key):
     with pytest.raises(ConfigError, match=key):
-        generate_synth(str(tmp_path / "x"), preset="tiny", **override)
+        generate_synth(str(tmp_path / "x"), "tiny", **override)
     assert not os.path.exists(tmp_path / "x")
 
 
 def test_unknown_preset_or_override(tmp_path):
     with pytest.raises(ConfigError, match="tiny"):
-        generate_synth(str(tmp_path / "x"), preset="huge")
-    with pytest.raises(ConfigError, match="videos_per_class"):
-        generate_synth(str(tmp_path / "x"), preset="tiny", videos=3)
+        generate_synth(str(tmp_path / "x"), "huge")
+    with pytest.raises(ConfigError, match="clips_per_action"):
+        generate_synth(str(tmp_path / "x"), "tiny", clips_per_actions=3)
     with pytest.raises(DataError, match="a2o data synth"):
         read_synth_manifest(str(tmp_path / "missing"))

@@ -16,7 +16,7 @@ def tiny_experiment(tmp_path_factory):
     from a2o.train.trial import frames_root
 
     root = tmp_path_factory.mktemp("trial")
-    synth = generate_synth(str(root / "synth"), preset="tiny", seed=0)
+    synth = generate_synth(str(root / "synth"), "tiny", seed=0)
     cfg = config_from_dict(
         {
             "data": {"dataset": "synthetic", "root": synth, "num_frames": 8, "resolution": 32},

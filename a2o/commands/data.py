@@ -1,7 +1,9 @@
 """``a2o data prepare`` and ``a2o data synth``: the recipe that turns a dataset into a frame store.
 
 prepare: config -> manifest (split, few-shot) -> ``storage/manifest.parquet`` -> Ray -> frame store
-at ``storage/frames/<grid_key>`` -> summary table. Rerunning reuses every stored video.
+at ``storage/frames/<grid_key>`` -> summary table -> with ``detect.detector: learned``, the learned
+detector trained from that frame store into ``detect.learned_model``. Rerunning reuses every stored
+video and a trained detector.
 """
 
 from __future__ import annotations
@@ -54,13 +56,36 @@ def prepare(args) -> int:
         if started:
             ray.shutdown()
     _print_summary(manifest, summary, frames_uri, manifest_uri)
+    if cfg.detect.detector == "learned":  # trained here from the frame store, once; reused afterwards
+        from a2o.detect.learned_train import ensure_learned_detector
+
+        _print_detector(ensure_learned_detector(cfg))
     return 0
 
 
-def synth(args) -> int:
-    """Generate the A2O-Synth benchmark (idempotent for the same parameters)."""
-    from a2o.data.synthetic import generate_synth
+def _print_detector(detector_dir: str) -> None:
+    from a2o.detect.learned import read_detector_metadata
 
-    path = generate_synth(args.out, preset=args.preset, seed=args.seed)
-    print(path)
+    meta = read_detector_metadata(detector_dir)
+    print(f"detector: {detector_dir}")
+    print(f"  learned, {len(meta['channels'])} channels, trained in {meta['training_seconds']:.1f} s; "
+          f"val IoU (threshold 0.5) mean {meta.get('val_mean_iou')}")
+    ious = meta["val_iou"]
+    print("  val IoU: " + ", ".join(f"{name} {ious.get(name) if ious.get(name) is not None else '-'}"
+                                    for name in meta["channels"]))
+
+
+def synth(args) -> int:
+    """Generate an A2O-Synth world (idempotent for the same spec and seed); prints what it holds."""
+    from a2o.data.synthetic import class_counts, generate_synth, load_dataset_info
+
+    world = args.spec or args.preset or "household"
+    path = generate_synth(args.out, world, seed=args.seed, overwrite=args.overwrite, num_workers=args.workers)
+    info = load_dataset_info(path)
+    spec = info["world"]
+    counts = class_counts(path)
+    print(f"world '{spec['world']}' (seed {spec['seed']}, spec sha256 {info['spec_sha256'][:12]}): {path}")
+    print(f"  {len(info['actions'])} actions, {len(spec['objects'])} objects, {len(spec['regions'])} regions, "
+          f"{spec['num_frames']} frames at {spec['resolution'][0]}x{spec['resolution'][1]} px")
+    print("  clips: " + ", ".join(f"{split} {sum(c.values())}" for split, c in counts.items()))
     return 0

@@ -4,6 +4,10 @@ Connects to Ray like the other commands (``ray.address`` from best/config.yaml, 
 else a private local cluster), starts Serve's HTTP proxy on host:port (loopback by default),
 deploys :func:`a2o.serve.app.build_app` and blocks until interrupted. Extra ``--set
 serve.max_batch_size=8``-style overrides are applied when the parser provides ``args.overrides``.
+
+A model trained with the annotation (oracle) detector is refused before Ray starts: uploads carry
+no annotations, so its object maps would be empty. ``--allow-oracle-detector`` serves it anyway,
+with a warning in the log and in every response.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ def run(args) -> int:
     from a2o.serve.best import read_best
 
     overrides = list(getattr(args, "overrides", None) or [])
-    best = read_best(args.model)  # fails fast, before Ray starts, on a wrong path
-    app = build_app({"model": best.root, "overrides": overrides})
+    allow_oracle = bool(getattr(args, "allow_oracle_detector", False))
+    # Fails fast, before Ray starts, on a wrong path or an oracle model served without the flag.
+    best = read_best(args.model, allow_oracle_detector=allow_oracle)
+    app = build_app({"model": best.root, "overrides": overrides, "allow_oracle_detector": allow_oracle})
     started = connect(best.config.ray.address, best.config.ray.num_cpus)
     signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which installs its own handler
     try:
@@ -36,6 +42,8 @@ def run(args) -> int:
         serve.run(app, name=APP_NAME, route_prefix="/")
         base = f"http://{args.host}:{args.port}"
         print(f"serving {best.root}")
+        if best.warning:
+            print(f"  WARNING : {best.warning}")
         print(
             f"  predict : curl -X POST -H 'Content-Type: video/mp4' --data-binary @clip.mp4 '{base}/v1/predict?top_k=5'"
         )

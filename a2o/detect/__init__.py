@@ -24,6 +24,8 @@ __all__ = [
     "RayDataRunner",
     "AnnotationDetector",
     "GroundedSam2Detector",
+    "LearnedDetector",
+    "ensure_learned_detector",
 ]
 
 _WHERE = {
@@ -42,6 +44,8 @@ _WHERE = {
     "RayDataRunner": "a2o.detect.stage",
     "AnnotationDetector": "a2o.detect.annotation",
     "GroundedSam2Detector": "a2o.detect.grounded_sam2",
+    "LearnedDetector": "a2o.detect.learned",
+    "ensure_learned_detector": "a2o.detect.learned_train",
 }
 
 

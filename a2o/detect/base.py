@@ -78,6 +78,7 @@ DetectorFactory = Callable[["torch.device"], Detector]
 DETECTORS: dict[str, str] = {
     "annotation": "a2o.detect.annotation:AnnotationDetector.from_config",
     "grounded_sam2": "a2o.detect.grounded_sam2:GroundedSam2Detector.from_config",
+    "learned": "a2o.detect.learned:LearnedDetector.from_config",
 }
 
 
@@ -154,6 +155,13 @@ def detector_fingerprint(detect_cfg: DetectConfig) -> str:
             "detect_resolution": detect_cfg.detect_resolution,
             "max_boxes_per_class": MAX_BOXES_PER_CLASS,
         }
+    elif detect_cfg.detector == "learned":
+        # Content, not path: built from the trained folder's detector.json (world spec, seed,
+        # training settings, weights sha256), so a copy such as best/detector/ matches. Raises
+        # DetectorModelError (saying how to train it) when the folder is not trained yet.
+        from a2o.detect.learned import fingerprint_of_dir
+
+        return fingerprint_of_dir(detect_cfg.learned_model)
     else:
         raise ValueError(f"unknown detector {detect_cfg.detector!r}; valid names: {sorted(DETECTORS)}")
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))

@@ -3,7 +3,9 @@
 Endpoints
 - ``POST /v1/predict[?top_k=k]``: the body is the video, either raw (``Content-Type: video/*`` or
   ``application/octet-stream``) or a ``multipart/form-data`` upload with the field ``file``.
-  Returns :class:`PredictResponse`: the top-k action labels with their probabilities.
+  Returns :class:`PredictResponse`: the top-k action labels with their probabilities, and a
+  ``warning`` when the model is served in a mode whose predictions do not match its offline
+  metrics (an annotation-oracle detector served with ``--allow-oracle-detector``).
 - ``GET /v1/model``: :class:`ModelInfo` (object classes, labels, metrics, detector fingerprint).
 - ``GET /healthz``: ``{"status": "ok"}``.
 - ``GET /openapi.json``, ``GET /docs``: the OpenAPI spec and its browser.
@@ -81,6 +83,11 @@ class PredictResponse(BaseModel):
     top_k: int = Field(description="Number of predictions returned (top_k, at most the number of labels).")
     clips: int = Field(description="Clips ensembled: temporal segments × spatial views.")
     sha256: str = Field(description="SHA-256 of the uploaded video bytes.")
+    warning: str | None = Field(
+        None,
+        description="Set when predictions cannot match the model's offline metrics (e.g. its detector "
+        "is an annotation oracle, so every object map of an upload is empty); null otherwise.",
+    )
 
 
 class GeometryInfo(BaseModel):
@@ -105,6 +112,9 @@ class ModelInfo(BaseModel):
     geometry: GeometryInfo = Field(description="How a video becomes model inputs.")
     max_top_k: int = Field(description="Largest accepted top_k.")
     max_upload_mb: float = Field(description="Largest accepted upload, in MiB.")
+    warning: str | None = Field(
+        None, description="The warning every /v1/predict response carries, if any (see PredictResponse)."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -140,6 +150,7 @@ def model_info(best: BestModel, detector_fingerprint: str) -> ModelInfo:
         ),
         max_top_k=cfg.serve.max_top_k,
         max_upload_mb=cfg.serve.max_upload_mb,
+        warning=best.warning,
     )
 
 
@@ -367,6 +378,7 @@ def create_api(backend: PredictionBackend, info: ModelInfo, serve_cfg: ServeConf
             top_k=k,
             clips=info.geometry.segments * info.geometry.views,
             sha256=sha256,
+            warning=info.warning,
         )
 
     return app

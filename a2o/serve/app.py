@@ -13,10 +13,15 @@ most ``serve.max_ongoing_requests`` at once. Run it with ``a2o serve --model DIR
 
 (``serve build`` needs a module-level Application; write a config with :func:`serve_config`
 instead and ``serve deploy``/``serve run`` it.) HTTP binds to 127.0.0.1 unless told otherwise.
+
+A model whose detector cannot see pixels (the ``annotation`` oracle) is refused by
+:func:`a2o.serve.best.read_best` unless ``allow_oracle_detector=true`` is passed; then it is served
+with a WARNING in the log and a ``warning`` field in every prediction response.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -24,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from a2o.config import apply_overrides, config_from_dict, config_to_dict
 from a2o.errors import ConfigError
-from a2o.serve.best import BestModel, read_best
+from a2o.serve.best import BestModel, check_detector_fingerprint, read_best
 
 __all__ = ["AppArgs", "build_app", "serve_config", "APP_NAME"]
 
@@ -46,6 +51,11 @@ class AppArgs(BaseModel):
     detector_cpus: float = Field(1.0, gt=0, description="CPUs per detector replica.")
     recognizer_cpus: float = Field(1.0, gt=0, description="CPUs per recognizer replica.")
     ingress_cpus: float = Field(0.0, ge=0, description="CPUs per HTTP ingress replica (it only moves bytes).")
+    allow_oracle_detector: bool = Field(
+        False,
+        description="Serve a model whose detector reads annotations (blind on uploads) anyway; every "
+        "response then carries a warning.",
+    )
 
 
 def _parse_args(args: AppArgs | dict[str, Any]) -> AppArgs:
@@ -65,14 +75,7 @@ def _with_overrides(best: BestModel, overrides: list[str]) -> BestModel:
     if not overrides:
         return best
     cfg = config_from_dict(apply_overrides(config_to_dict(best.config), overrides))
-    return BestModel(
-        root=best.root,
-        config=cfg,
-        classes=best.classes,
-        labels=best.labels,
-        metrics=best.metrics,
-        trained_detector_fingerprint=best.trained_detector_fingerprint,
-    )
+    return dataclasses.replace(best, config=cfg)
 
 
 def _autoscaling(serve_cfg: Any) -> dict[str, Any]:
@@ -87,7 +90,13 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
     from a2o.serve.deployments import ClipDetector, ClipRecognizer, PredictIngress
 
     parsed = _parse_args(args)
-    best = _with_overrides(read_best(parsed.model), parsed.overrides)
+    best = _with_overrides(
+        read_best(parsed.model, allow_oracle_detector=parsed.allow_oracle_detector), parsed.overrides
+    )
+    fingerprint = detector_fingerprint(best.config.detect)
+    check_detector_fingerprint(best, fingerprint)  # a replaced learned detector fails before deploying
+    if best.warning:
+        log.warning("serving %s with --allow-oracle-detector: %s", best.root, best.warning)
     serve_cfg = best.config.serve
     if serve_cfg.max_ongoing_requests < serve_cfg.max_batch_size:
         log.warning(
@@ -124,7 +133,7 @@ def build_app(args: AppArgs | dict[str, Any]) -> Any:
         best.classes,
         best.config.detect.detector,
     )
-    return ingress.bind(detector, recognizer, best, detector_fingerprint(best.config.detect))
+    return ingress.bind(detector, recognizer, best, fingerprint)
 
 
 def serve_config(
@@ -135,7 +144,7 @@ def serve_config(
     It stands in for ``serve build``, which cannot build an app that needs a model path.
     """
     parsed = _parse_args(args)
-    read_best(parsed.model)  # fail here, not at deploy time
+    read_best(parsed.model, allow_oracle_detector=parsed.allow_oracle_detector)  # fail here, not at deploy time
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": int(port)},

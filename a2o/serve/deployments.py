@@ -136,18 +136,13 @@ class ClipDetector:
 
     def __init__(self, best: BestModel) -> None:
         from a2o.detect.base import create_detector
+        from a2o.serve.best import check_detector_fingerprint
 
         self.best = best
         self.geometry = best.geometry
         self.detector = create_detector(best.config.detect, device=_replica_device())
-        trained = best.trained_detector_fingerprint
-        if trained is not None and trained != self.detector.fingerprint:
-            log.warning(
-                "the serving detector's fingerprint differs from the one the model was trained "
-                "with (%s vs %s): predictions may differ from the reported metrics",
-                self.detector.fingerprint,
-                trained,
-            )
+        # The loaded detector's own fingerprint: a learned one that is not the trained one fails here.
+        check_detector_fingerprint(best, self.detector.fingerprint)
 
     def prepare(self, video: bytes) -> ClipInputs | ClipRejected:
         try:

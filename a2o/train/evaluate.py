@@ -145,6 +145,33 @@ def predict_video(
     return predict_clip(model, clip_frames, clip_maps)
 
 
+def predict_row(
+    model: torch.nn.Module,
+    detector: Any,
+    class_texts: Sequence[str],
+    geometry: EvalGeometry,
+    row: dict[str, Any],
+) -> np.ndarray:
+    """:func:`predict_video` of one manifest row (its span, boxes and masks): (K,) probabilities.
+
+    The test evaluation calls it per row, and so does the serving agreement benchmark.
+    """
+    return predict_video(
+        model,
+        detector,
+        class_texts,
+        geometry,
+        uri=row["uri"],
+        video_id=row["video_id"],
+        start_sec=row.get("start_sec"),
+        end_sec=row.get("end_sec"),
+        start_frame=row.get("start_frame"),
+        end_frame=row.get("end_frame"),
+        boxes=row.get("boxes"),
+        masks_uri=row.get("masks_uri"),
+    )
+
+
 def evaluate_videos(
     model: torch.nn.Module,
     detector: Any,
@@ -161,20 +188,7 @@ def evaluate_videos(
     started = time.perf_counter()
     for i, row in enumerate(rows):
         try:
-            probs = predict_video(
-                model,
-                detector,
-                class_texts,
-                geometry,
-                uri=row["uri"],
-                video_id=row["video_id"],
-                start_sec=row.get("start_sec"),
-                end_sec=row.get("end_sec"),
-                start_frame=row.get("start_frame"),
-                end_frame=row.get("end_frame"),
-                boxes=row.get("boxes"),
-                masks_uri=row.get("masks_uri"),
-            )
+            probs = predict_row(model, detector, class_texts, geometry, row)
         except VideoDecodeError as exc:
             log.warning("test evaluation: skipping %s: %s", row["video_id"], exc)
             skipped.append(row["video_id"])

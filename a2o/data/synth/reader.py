@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from a2o.data.schema import MANIFEST_SCHEMA, SPLITS
-from a2o.errors import ConfigError, DataError
+from a2o.errors import DataError
 
 __all__ = [
     "SCENES_SCHEMA",
@@ -33,11 +33,9 @@ SCENES_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
         pa.field("label", pa.string(), nullable=False),
         pa.field("background", pa.string(), nullable=False),
-        pa.field("distractors", pa.list_(pa.string()), nullable=False),
-        pa.field("has_person", pa.bool_(), nullable=False),
+        pa.field("others", pa.list_(pa.string()), nullable=False),
         pa.field("shortcut_applied", pa.bool_(), nullable=False),
         pa.field("shortcut_background", pa.string(), nullable=False),
-        pa.field("shortcut_distractor", pa.string()),
     ]
 )
 
@@ -61,7 +59,7 @@ def _read_parquet(root: str, name: str) -> pa.Table:
     if not fs.exists(file_path):
         raise DataError(
             f"no A2O-Synth dataset at {root} ({name} missing): generate it with "
-            f"`a2o data synth --preset demo --out {root}`"
+            f"`a2o data synth --preset household --out {root}`"
         )
     # Copy into an Arrow-owned buffer: pyarrow's reader threads may release a buffer that wraps Python
     # bytes during interpreter shutdown, which aborts the process at random ("terminate called without
@@ -91,36 +89,29 @@ def read_synth_manifest(root: str) -> pa.Table:
 
 
 def load_scenes(root: str) -> pa.Table:
-    """Per-clip scene facts (``SCENES_SCHEMA``): background, distractors, shortcut cue and whether applied."""
+    """Per-clip scene facts (``SCENES_SCHEMA``): region, other objects, shortcut region and whether applied."""
     return _read_parquet(root, "scenes.parquet")
 
 
 def load_dataset_info(root: str) -> dict:
-    """``dataset.json``: parameters, action names, vocabulary and shortcut map."""
+    """``dataset.json``: the world spec, action names, detector channels and lexicon, shortcut map."""
     fs, path = fs_and_path(root)
     with fs.open(f"{path.rstrip('/')}/dataset.json", "r", encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def shortcut_statistic(root: str, cue: str = "background") -> dict[str, float]:
-    """Share of each split's clips that show their action's shortcut ``cue`` ("background"/"distractor").
+def shortcut_statistic(root: str) -> dict[str, float]:
+    """Share of each split's clips that show their action's shortcut region.
 
-    Train should read about ``shortcut + (1 - shortcut) / 4`` for the background; val and test about
-    chance, 1/4 (for distractors: ``num_distractors / 4``).
+    Train should read about ``p + (1 - p) / R`` (p the shortcut probability, R regions); val and
+    test about chance, 1 / R.
     """
-    if cue not in ("background", "distractor"):
-        raise ConfigError(f"shortcut cue '{cue}' is unknown; choose 'background' or 'distractor'")
     scenes = load_scenes(root).to_pylist()
     result: dict[str, float] = {}
     for split in SPLITS:
         rows = [r for r in scenes if r["split"] == split]
-        if not rows:
-            continue
-        if cue == "background":
-            hits = [r["background"] == r["shortcut_background"] for r in rows]
-        else:
-            hits = [r["shortcut_distractor"] in r["distractors"] for r in rows]
-        result[split] = float(np.mean(hits))
+        if rows:
+            result[split] = float(np.mean([r["background"] == r["shortcut_background"] for r in rows]))
     return result
 
 

@@ -1,16 +1,16 @@
-"""Scene vocabulary, action motions and numpy rendering for A2O-Synth.
+"""Numpy rendering of A2O-Synth clips from a :class:`~a2o.data.synth.spec.WorldSpec`.
 
-Why it looks like this: the benchmark must reward *choosing the right object classes*. Every clip
-holds the agent ("hand") and all four manipulated objects in random places; an action is defined
-only by how one specific object moves relative to the hand, while the other objects stand or drift
-slowly. Objects are small and their colours are blended toward the background, so at low resolution
-an RGB model struggles to see which object moved how, whereas the ground-truth mask of the right
-object makes the motion plain. The background region and the distractors carry the controllable
-shortcut (chosen by the planner in :mod:`a2o.data.synthetic`, not here).
+Why it looks like this: the benchmark must reward *choosing the right object classes*. In every
+clip the agent (the hand) moves one object along the action's motion pattern, while several other
+objects of the world stand or drift, among them objects of other actions that share the motion.
+So the motion alone does not name the action: which object moves does. Colours are blended toward
+the background (``contrast``), so at low resolution RGB shows faint shapes, whereas a likelihood
+map of the right object makes its motion plain.
 
 Rendering keeps a per-pixel label map next to the RGB frame, so every mask is exactly the set of
-pixels where that object is visible (the top-most layer wins), and each region's mask is the part
-of the background not covered by any object.
+pixels where that object is visible (the top-most layer wins), and the region's mask is the part of
+the background not covered by any object. Sizes and motion amplitudes are given at 64 px and scale
+with the frame.
 """
 
 from __future__ import annotations
@@ -19,85 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "AGENT",
-    "PERSON",
-    "MANIPULATED",
-    "DISTRACTORS",
-    "REGIONS",
-    "ACTIONS",
-    "ActionSpec",
-    "ScenePlan",
-    "RenderedClip",
-    "render_clip",
-]
+from a2o.data.synth.spec import WorldSpec
 
-AGENT = "hand"
-PERSON = "person"
-MANIPULATED = ("ball", "box", "cup", "bottle")
-DISTRACTORS = ("chair", "lamp", "book", "plant")
-REGIONS = ("floor", "wall", "grass", "table")
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    """How an action class moves its objects."""
-
-    motion: str  # "push" | "lift" | "drop" | "roll" | "pass"
-    target: str  # the manipulated object whose motion defines the class
-    direction: int  # -1 left, +1 right, 0 = side drawn at random (or vertical motion)
-
-
-# Pairs that differ only in the moving object ("pushing ball left" / "pushing box left", "lifting box" /
-# "lifting cup") make the object's identity matter; pairs that differ only in direction or in the
-# hand's role ("lifting cup" / "dropping cup", "pushing" / "hand passing") make its motion matter.
-ACTIONS: dict[str, ActionSpec] = {
-    "pushing ball left": ActionSpec("push", "ball", -1),
-    "pushing ball right": ActionSpec("push", "ball", 1),
-    "pushing box left": ActionSpec("push", "box", -1),
-    "lifting box": ActionSpec("lift", "box", 0),
-    "lifting cup": ActionSpec("lift", "cup", 0),
-    "dropping cup": ActionSpec("drop", "cup", 0),
-    "rolling bottle": ActionSpec("roll", "bottle", 0),
-    "hand passing ball": ActionSpec("pass", "ball", 0),
-}
-
-# Base colours (RGB). Objects are drawn at `region + contrast * (colour - region)`, so a low contrast
-# keeps them faint; each object's colour is chosen to stay distinguishable from every region.
-_REGION_COLOURS = {
-    "floor": (150.0, 120.0, 90.0),
-    "wall": (185.0, 180.0, 170.0),
-    "grass": (70.0, 130.0, 60.0),
-    "table": (125.0, 85.0, 55.0),
-}
-_COLOURS = {
-    "ball": (235.0, 60.0, 40.0),
-    "box": (60.0, 90.0, 210.0),
-    "cup": (245.0, 245.0, 245.0),
-    "bottle": (30.0, 175.0, 185.0),
-    "hand": (230.0, 170.0, 140.0),
-    "person": (40.0, 50.0, 120.0),
-    "skin": (230.0, 170.0, 140.0),
-    "chair": (55.0, 35.0, 25.0),
-    "lamp": (245.0, 225.0, 50.0),
-    "book": (150.0, 40.0, 165.0),
-    "leaves": (15.0, 65.0, 15.0),
-    "pot": (200.0, 90.0, 45.0),
-}
-
-# Half extents (half height, half width) at 64 px, used for placement and hand contact distances.
-_HALF = {
-    "ball": (3.5, 3.5),
-    "box": (4.0, 4.0),
-    "cup": (3.5, 4.0),
-    "bottle": (5.0, 2.0),
-    "hand": (3.2, 4.0),
-    "person": (11.5, 4.0),
-    "chair": (6.0, 4.5),
-    "lamp": (7.0, 3.0),
-    "book": (2.0, 4.5),
-    "plant": (5.5, 3.5),
-}
+__all__ = ["ScenePlan", "RenderedClip", "render_clip", "motion_tracks"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +31,7 @@ class ScenePlan:
     video_id: str
     action: str
     background: str
-    distractors: tuple[str, ...]
-    has_person: bool
+    others: tuple[str, ...]
     seed: int
 
 
@@ -123,58 +46,182 @@ def _smooth(u: np.ndarray) -> np.ndarray:
     return u * u * (3.0 - 2.0 * u)
 
 
-def _action_tracks(
-    spec: ActionSpec, rng: np.random.Generator, s: np.ndarray, k: float
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Tracks (T, 2) as (y, x) relative to the target's start, and the target's roll phase (T,).
+# --------------------------------------------------------------------------------------------
+# motions
 
-    Motion amplitudes are in 64-px units times ``k`` so the task looks the same at any resolution.
+
+def motion_tracks(
+    motion: str,
+    rng: np.random.Generator,
+    s: np.ndarray,
+    k: float,
+    target_half: tuple[float, float],
+    agent_half: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(target track, hand track), each (T, 2) as (y, x) relative to the target's start.
+
+    ``s`` runs 0 → 1 over the clip; amplitudes are in 64-px units times ``k``. Holding motions
+    (circle … stroke) keep the hand on the object's lower end after a short approach; the others
+    (push, lift, drop, roll, pass) are contact motions where hand and object part.
     """
-    target = spec.target
-    side = spec.direction if spec.direction else int(rng.choice([-1, 1]))
-    contact_x = _HALF[target][1] + _HALF[AGENT][1] + 0.5
-    contact_y = _HALF[target][0] + _HALF[AGENT][0] + 0.5
+    side = int(rng.choice([-1, 1]))
     zeros = np.zeros_like(s)
-    phase = zeros.copy()
+    grip = target_half[0] * k * 0.8 + agent_half[0] * k * 0.5  # hand centre below the object's centre
+    contact_x = (target_half[1] + agent_half[1]) * k + 0.5
+    contact_y = (target_half[0] + agent_half[0]) * k + 0.5
     gap = 6.0 * k
-    if spec.motion == "push":  # hand approaches from the far side, then both slide along `side`
-        carry = side * 18.0 * k * _smooth((s - 0.3) / 0.7)
-        approach = 1.0 - _smooth(s / 0.3)
+    u = _smooth((s - 0.15) / 0.85)  # progress after the hand has reached the object
+    approach = 1.0 - _smooth(s / 0.15)
+    if motion in ("circle", "sweep", "scrub", "chop", "stroke", "pour"):
+        if motion == "circle":  # stirring-like: one and a quarter turns
+            theta = 2.0 * np.pi * 1.25 * u
+            obj = np.stack([-6.0 * k * np.sin(theta), side * 6.0 * k * (1.0 - np.cos(theta))], 1)
+        elif motion == "sweep":  # wide, slow side to side
+            obj = np.stack([zeros, side * 12.0 * k * np.sin(2.0 * np.pi * u)], 1)
+        elif motion == "scrub":  # short, fast side to side
+            obj = np.stack([zeros, side * 4.0 * k * np.sin(2.0 * np.pi * 3.0 * u)], 1)
+        elif motion == "chop":  # repeated up and down strokes from the start point
+            obj = np.stack([-8.0 * k * 0.5 * (1.0 - np.cos(2.0 * np.pi * 2.0 * u)), zeros], 1)
+        elif motion == "stroke":  # one long up-and-down stroke through the start point
+            obj = np.stack([-10.0 * k * np.sin(2.0 * np.pi * u), zeros], 1)
+        else:  # pour: raise, then swing to the side and hold
+            obj = np.stack([-8.0 * k * _smooth(u / 0.4), side * 10.0 * k * _smooth((u - 0.4) / 0.6)], 1)
+        hand = obj + np.stack([grip + gap * approach, zeros], 1)
+        return obj, hand
+    if motion in ("push_left", "push_right"):  # hand comes from the far side, both slide along
+        direction = -1 if motion == "push_left" else 1
+        carry = direction * 18.0 * k * _smooth((s - 0.3) / 0.7)
+        near = 1.0 - _smooth(s / 0.3)
         obj = np.stack([zeros, carry], 1)
-        hand = np.stack([zeros, carry - side * (contact_x * k + gap * approach)], 1)
-    elif spec.motion == "lift":  # hand comes from below, then hand and object rise together
+        hand = np.stack([zeros, carry - direction * (contact_x + gap * near)], 1)
+    elif motion == "lift":  # hand comes from below, then hand and object rise together
         rise = -16.0 * k * _smooth((s - 0.3) / 0.7)
-        approach = 1.0 - _smooth(s / 0.3)
+        near = 1.0 - _smooth(s / 0.3)
         obj = np.stack([rise, zeros], 1)
-        hand = np.stack([rise + contact_y * k + gap * approach, zeros], 1)
-    elif spec.motion == "drop":  # held at the side, released, falls with gravity; the hand backs off
+        hand = np.stack([rise + contact_y + gap * near, zeros], 1)
+    elif motion == "drop":  # held at the side, released, falls; the hand backs off
         fall = np.clip((s - 0.35) / 0.65, 0.0, 1.0)
         obj = np.stack([20.0 * k * fall**2, zeros], 1)
-        hand = np.stack([-3.0 * k * _smooth(fall * 3.0), side * (contact_x * k + 2.0 * k * fall)], 1)
-    elif spec.motion == "roll":  # a flick of the hand, then the object rolls on alone, slowing down
-        u = np.clip((s - 0.25) / 0.75, 0.0, 1.0)
-        roll = side * 22.0 * k * u * (2.0 - u)
+        hand = np.stack([-3.0 * k * _smooth(fall * 3.0), side * (contact_x + 2.0 * k * fall)], 1)
+    elif motion == "roll":  # a flick of the hand, then the object rolls on alone, slowing down
+        v = np.clip((s - 0.25) / 0.75, 0.0, 1.0)
         flick = _smooth(s / 0.25) - 0.6 * _smooth((s - 0.25) / 0.3)
-        obj = np.stack([zeros, roll], 1)
-        hand = np.stack([zeros, -side * (contact_x * k + 3.0 * k * (1.0 - flick))], 1)
-        phase = roll / (2.0 * np.pi * _HALF[target][1] * k)
-    elif spec.motion == "pass":  # the object leaves the still hand in an arc
-        u = np.clip((s - 0.2) / 0.8, 0.0, 1.0)
-        obj = np.stack([-10.0 * k * 4.0 * u * (1.0 - u), side * 20.0 * k * u], 1)
+        obj = np.stack([zeros, side * 22.0 * k * v * (2.0 - v)], 1)
+        hand = np.stack([zeros, -side * (contact_x + 3.0 * k * (1.0 - flick))], 1)
+    elif motion == "pass":  # the object leaves the still hand in an arc
+        v = np.clip((s - 0.2) / 0.8, 0.0, 1.0)
+        obj = np.stack([-10.0 * k * 4.0 * v * (1.0 - v), side * 20.0 * k * v], 1)
         toss = 2.0 * k * (_smooth(s / 0.2) - _smooth((s - 0.2) / 0.4))
-        hand = np.stack([zeros, -side * contact_x * k + side * toss], 1)
-    else:  # pragma: no cover - ACTIONS only holds the motions above
-        raise AssertionError(spec.motion)
-    return {target: obj, AGENT: hand}, phase
+        hand = np.stack([zeros, -side * contact_x + side * toss], 1)
+    else:  # pragma: no cover - the spec validates motions
+        raise AssertionError(motion)
+    return obj, hand
 
 
-def _bbox(track: np.ndarray, name: str, k: float) -> tuple[float, float, float, float]:
-    hy, hx = _HALF[name]
+# --------------------------------------------------------------------------------------------
+# shapes
+
+
+def _shape_parts(shape: str, dy: np.ndarray, dx: np.ndarray, hy: float, hx: float) -> list[tuple[np.ndarray, float]]:
+    """(mask, brightness delta) parts of a shape; ``dy, dx`` are pixel offsets from its centre."""
+    u, v = dy / hy, dx / hx  # normalised: the shape fills [-1, 1] x [-1, 1]
+
+    def rect(u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
+        return (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
+
+    def oval(cu: float, cv: float, ru: float, rv: float) -> np.ndarray:
+        return ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2 <= 1.0
+
+    if shape == "disc":
+        return [(oval(0, 0, 1, 1), 0.0), (oval(-0.35, -0.35, 0.3, 0.3), 45.0)]
+    if shape == "ellipse":
+        return [(oval(0, 0, 1, 1), 0.0)]
+    if shape == "box":
+        return [(rect(-1, 1, -1, 1), -25.0), (rect(-0.65, 0.65, -0.65, 0.65), 0.0)]
+    if shape == "block":
+        return [(rect(-1, 1, -1, 1), 0.0)]
+    if shape == "ring":
+        return [(oval(0, 0, 1, 1) & ~oval(0, 0, 0.5, 0.5), 0.0)]
+    if shape == "paddle":  # spoon: thin handle, oval bowl on top
+        return [(rect(-0.2, 1, -0.25, 0.25), -15.0), (oval(-0.55, 0, 0.45, 1.0), 0.0)]
+    if shape == "balloon":  # whisk: handle, open wire loop on top
+        loop = oval(-0.3, 0, 0.7, 1.0) & ~oval(-0.3, 0, 0.4, 0.55)
+        return [(rect(0.35, 1, -0.3, 0.3), -25.0), (loop, 0.0)]
+    if shape == "tee":  # mop, hammer: handle with a crossbar on top
+        return [(rect(-0.6, 1, -0.22, 0.22), -20.0), (rect(-1, -0.6, -1, 1), 0.0)]
+    if shape == "blade":  # knife: dark handle below, long light blade above
+        return [(rect(0.35, 1, -0.5, 0.5), -45.0), (rect(-1, 0.35, -0.5, 0.6) & (v < 0.6 - 0.3 * (u + 1)), 25.0)]
+    if shape == "brush":  # broom, toothbrush: handle, striped bristle block on top
+        bristles = rect(-1, -0.45, -1, 1)
+        stripes = bristles & (np.mod(np.floor((v + 1) * 3.0), 2) == 0)
+        return [(rect(-0.45, 1, -0.2, 0.2), -20.0), (bristles, 0.0), (stripes, -30.0)]
+    if shape == "kettle":  # body, a spout to the side, a knob on the lid
+        body = rect(-0.45, 1, -0.7, 0.5)
+        spout = rect(-0.2, 0.25, 0.5, 1.0)
+        return [(body, 0.0), (spout, -20.0), (rect(-0.8, -0.45, -0.2, 0.1), -35.0)]
+    if shape == "cup":  # body with a side handle
+        handle = rect(-0.5, 0.4, 0.55, 1.0) & ~rect(-0.2, 0.1, 0.55, 0.8)
+        return [(rect(-1, 1, -1, 0.55), 0.0), (handle, -20.0)]
+    if shape == "comb":  # a spine with teeth below
+        teeth = rect(-0.4, 1, -1, 1) & (np.mod(np.floor((v + 1) * 4.0), 2) == 0)
+        return [(rect(-1, -0.4, -1, 1), 0.0), (teeth, -15.0)]
+    if shape == "bar":  # rolling pin: a long bar with darker grips at both ends
+        return [(rect(-1, 1, -0.6, 0.6), 0.0), (rect(-0.6, 0.6, -1, -0.6) | rect(-0.6, 0.6, 0.6, 1), -35.0)]
+    if shape == "bottle":
+        return [(rect(-0.2, 1, -1, 1), 0.0), (rect(-1, -0.2, -0.45, 0.45), -20.0)]
+    if shape == "book":
+        return [(rect(-1, 1, -1, 1), 0.0), (rect(-1, 1, -1, -0.75), 40.0)]
+    if shape == "lamp":
+        return [(rect(-0.4, 0.85, -0.2, 0.2) | rect(0.85, 1, -0.7, 0.7), -60.0), (rect(-1, -0.4, -1, 1), 0.0)]
+    if shape == "plant":
+        return [(rect(0.2, 1, -0.7, 0.7), -60.0), (oval(-0.35, 0, 0.65, 1.0), 0.0)]
+    if shape == "chair":
+        seat_back = rect(-0.2, 0.15, -1, 1) | rect(-1, 0.15, 0.65, 1)
+        return [(seat_back, 0.0), (rect(0.15, 1, -1, -0.7) | rect(0.15, 1, 0.7, 1), -10.0)]
+    raise AssertionError(shape)  # pragma: no cover - the spec validates shapes
+
+
+# --------------------------------------------------------------------------------------------
+# regions
+
+
+def _region_texture(texture: str, colour, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, k: float):
+    """(H, W, 3) float background with a static texture."""
+    base = np.array(colour, dtype=np.float64)
+    height, width = yy.shape
+    noise = rng.normal(size=(height, width, 1))
+    if texture == "planks":  # horizontal bands of slightly different tone
+        plank = np.floor(yy / (8.0 * k)).astype(int)
+        tone = rng.uniform(-8.0, 8.0, size=plank.max() + 1)[plank]
+        seam = (np.mod(yy, 8.0 * k) < 1.0) * -18.0
+        shade = (tone + seam)[..., None] + 3.0 * noise
+    elif texture == "grass":
+        shade = 9.0 * noise * np.array([0.5, 1.0, 0.5])
+    elif texture == "grain":  # wood grain
+        grain = 7.0 * np.sin(0.9 * yy / k + 2.0 * np.sin(0.15 * xx / k + rng.uniform(0, 6.3)))
+        shade = grain[..., None] + 2.0 * noise
+    elif texture == "tiles":  # grout lines on a square grid
+        grout = ((np.mod(yy, 10.0 * k) < 1.0) | (np.mod(xx, 10.0 * k) < 1.0)) * -20.0
+        shade = grout[..., None] + 2.0 * noise
+    elif texture == "weave":  # a fine checker of two tones
+        check = (np.mod(np.floor(yy / (2.0 * k)) + np.floor(xx / (2.0 * k)), 2) * 10.0 - 5.0)
+        shade = check[..., None] + 2.0 * noise
+    else:  # plain
+        shade = 3.0 * noise
+    return base + shade
+
+
+# --------------------------------------------------------------------------------------------
+# placement and the clip
+
+
+def _bbox(track: np.ndarray, half: tuple[float, float]) -> tuple[float, float, float, float]:
+    hy, hx = half
     return (
-        float(track[:, 0].min() - hy * k),
-        float(track[:, 1].min() - hx * k),
-        float(track[:, 0].max() + hy * k),
-        float(track[:, 1].max() + hx * k),
+        float(track[:, 0].min() - hy),
+        float(track[:, 1].min() - hx),
+        float(track[:, 0].max() + hy),
+        float(track[:, 1].max() + hx),
     )
 
 
@@ -183,12 +230,16 @@ def _overlaps(a: tuple[float, ...], b: tuple[float, ...], pad: float) -> bool:
 
 
 def _place_tracks(
-    plan: ScenePlan, rng: np.random.Generator, s: np.ndarray, height: int, width: int, k: float
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    spec: WorldSpec, plan: ScenePlan, rng: np.random.Generator, s: np.ndarray, height: int, width: int, k: float
+) -> dict[str, np.ndarray]:
     """Absolute tracks for every object: the action first (whole path in frame), then the others."""
-    spec = ACTIONS[plan.action]
-    tracks, phase = _action_tracks(spec, rng, s, k)
-    boxes = [_bbox(t, n, k) for n, t in tracks.items()]
+    action = spec.action(plan.action)
+    half = {o.name: (o.size[0] * k, o.size[1] * k) for o in spec.objects}
+    target_track, hand_track = motion_tracks(
+        action.motion, rng, s, k, spec.object(action.object).size, spec.object(spec.agent).size
+    )
+    tracks = {action.object: target_track, spec.agent: hand_track}
+    boxes = [_bbox(t, half[n]) for n, t in tracks.items()]
     y0, x0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     y1, x1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     margin = 1.0
@@ -199,14 +250,11 @@ def _place_tracks(
 
     offset = np.array([_offset(y0, y1, height), _offset(x0, x1, width)])
     tracks = {n: t + offset for n, t in tracks.items()}
-    occupied = [_bbox(t, n, k) for n, t in tracks.items()]
-    others = [m for m in MANIPULATED if m != spec.target] + list(plan.distractors)
-    if plan.has_person:
-        others.append(PERSON)
-    for name in others:
-        hy, hx = (h * k for h in _HALF[name])
+    occupied = [_bbox(t, half[n]) for n, t in tracks.items()]
+    for name in plan.others:
+        hy, hx = half[name]
         drift = rng.normal(size=2)
-        drift *= rng.uniform(0.0, 4.0 * k) / max(float(np.linalg.norm(drift)), 1e-6)
+        drift *= rng.uniform(0.0, spec.drift * k) / max(float(np.linalg.norm(drift)), 1e-6)
         for _attempt in range(60):  # rejection sampling; a crowded small frame may end up overlapping
             start = np.array(
                 [
@@ -215,105 +263,42 @@ def _place_tracks(
                 ]
             )
             track = start + s[:, None] * drift
-            if not any(_overlaps(_bbox(track, name, k), b, k) for b in occupied):
+            if not any(_overlaps(_bbox(track, (hy, hx)), b, k) for b in occupied):
                 break
         tracks[name] = track
-        occupied.append(_bbox(track, name, k))
-    return tracks, phase
+        occupied.append(_bbox(track, (hy, hx)))
+    return tracks
 
 
-def _region_texture(region: str, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, k: float):
-    """(H, W, 3) float background with a static texture typical of the region."""
-    base = np.array(_REGION_COLOURS[region])
-    height, width = yy.shape
-    noise = rng.normal(size=(height, width, 1))
-    if region == "floor":  # planks: horizontal bands of slightly different tone
-        plank = np.floor(yy / (8.0 * k)).astype(int)
-        tone = rng.uniform(-8.0, 8.0, size=plank.max() + 1)[plank]
-        seam = (np.mod(yy, 8.0 * k) < 1.0) * -18.0
-        shade = (tone + seam)[..., None] + 3.0 * noise
-    elif region == "wall":
-        shade = 3.0 * noise
-    elif region == "grass":
-        shade = 9.0 * noise * np.array([0.5, 1.0, 0.5])
-    else:  # table: wood grain
-        grain = 7.0 * np.sin(0.9 * yy / k + 2.0 * np.sin(0.15 * xx / k + rng.uniform(0, 6.3)))
-        shade = grain[..., None] + 2.0 * noise
-    return base + shade
-
-
-def _parts(name: str, dy: np.ndarray, dx: np.ndarray, k: float, phase: float):
-    """(mask, colour key, brightness delta) parts of an object, given coordinates relative to its centre."""
-
-    def rect(y0: float, y1: float, x0: float, x1: float) -> np.ndarray:
-        return (dy >= y0 * k) & (dy < y1 * k) & (dx >= x0 * k) & (dx < x1 * k)
-
-    def disc(cy: float, cx: float, r: float) -> np.ndarray:
-        return (dy - cy * k) ** 2 + (dx - cx * k) ** 2 <= (r * k) ** 2
-
-    if name == "ball":
-        return [(disc(0, 0, 3.5), "ball", 0.0), (disc(-1.2, -1.2, 1.1), "ball", 45.0)]
-    if name == "box":
-        return [(rect(-4, 4, -4, 4), "box", -25.0), (rect(-2.6, 2.6, -2.6, 2.6), "box", 0.0)]
-    if name == "cup":
-        body = rect(-3.5, 3.5, -3.0, 2.2) & ~rect(-3.5, -1.8, -1.6, 0.8)
-        return [(body, "cup", 0.0), (rect(-2.0, 1.0, 2.2, 4.0) & ~rect(-1.0, 0.0, 2.2, 3.0), "cup", -20.0)]
-    if name == "bottle":
-        # the label band wraps around as the bottle rolls, so rolling shows as texture motion too
-        band_x = (np.mod(phase, 1.0) * 4.0 - 2.0) * k
-        band = rect(0.0, 3.0, -2.0, 2.0) & (np.abs(dx - band_x) < 0.8 * k)
-        return [
-            (rect(-2.0, 5.0, -2.0, 2.0), "bottle", 0.0),
-            (rect(-5.0, -2.0, -1.0, 1.0), "bottle", -20.0),
-            (band, "bottle", -45.0),
-        ]
-    if name == "hand":
-        return [((dy / (3.2 * k)) ** 2 + (dx / (4.0 * k)) ** 2 <= 1.0, "hand", 0.0)]
-    if name == "person":
-        return [(rect(-6.5, 11.5, -4.0, 4.0), "person", 0.0), (disc(-9.0, 0.0, 2.5), "skin", 0.0)]
-    if name == "chair":
-        return [
-            (rect(-1.0, 1.0, -4.5, 4.5) | rect(-6.0, 1.0, 3.0, 4.5), "chair", 0.0),
-            (rect(1.0, 6.0, -4.5, -3.3) | rect(1.0, 6.0, 3.3, 4.5), "chair", -10.0),
-        ]
-    if name == "lamp":
-        return [
-            (rect(-3.0, 6.0, -0.6, 0.6) | rect(6.0, 7.0, -2.0, 2.0), "lamp", -60.0),
-            (rect(-7.0, -3.0, -3.0, 3.0), "lamp", 0.0),
-        ]
-    if name == "book":
-        return [(rect(-2.0, 2.0, -4.5, 4.5), "book", 0.0), (rect(-2.0, 2.0, -4.5, -3.5), "book", 40.0)]
-    if name == "plant":
-        return [(rect(1.0, 5.5, -2.5, 2.5), "pot", 0.0), (disc(-2.0, 0.0, 3.5), "leaves", 0.0)]
-    raise AssertionError(name)  # pragma: no cover - only vocabulary names reach here
-
-
-def render_clip(plan: ScenePlan, num_frames: int, height: int, width: int, contrast: float) -> RenderedClip:
+def render_clip(spec: WorldSpec, plan: ScenePlan) -> RenderedClip:
     """Render one clip and its visible-pixel masks; every random choice comes from ``plan.seed``."""
     rng = np.random.default_rng(plan.seed)
+    height, width = spec.resolution
+    num_frames = spec.num_frames
     k = max(min(height, width) / 64.0, 0.6)  # object scale; never below ~4 px objects
-    s = np.linspace(0.0, 1.0, num_frames) if num_frames > 1 else np.zeros(1)
+    s = np.linspace(0.0, 1.0, num_frames)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    background = _region_texture(plan.background, rng, yy, xx, k)
-    tracks, phase = _place_tracks(plan, rng, s, height, width, k)
-    target = ACTIONS[plan.action].target
-    # back to front: person, distractors, still objects, the moving target, the hand on top
-    order = ([PERSON] if plan.has_person else []) + list(plan.distractors)
-    order += [m for m in MANIPULATED if m != target] + [target, AGENT]
-    region_colour = np.array(_REGION_COLOURS[plan.background])
+    region = spec.region(plan.background)
+    background = _region_texture(region.texture, region.colour, rng, yy, xx, k)
+    tracks = _place_tracks(spec, plan, rng, s, height, width, k)
+    target = spec.action(plan.action).object
+    order = [*plan.others, target, spec.agent]  # back to front: the hand on top
+    region_colour = np.array(region.colour, dtype=np.float64)
     gain = rng.uniform(0.9, 1.1)  # per-clip lighting, so absolute colour is a weaker cue
-    names = [plan.background, *order]
     frames = np.empty((num_frames, height, width, 3), np.uint8)
-    labels = np.zeros((num_frames, height, width), np.int8)
+    labels = np.zeros((num_frames, height, width), np.int16)
     for t in range(num_frames):
         frame = background.copy()
         label = labels[t]
         for layer, name in enumerate(order, start=1):
+            obj = spec.object(name)
             cy, cx = tracks[name][t]
-            for mask, colour_key, delta in _parts(name, yy - cy, xx - cx, k, float(phase[t])):
-                colour = np.array(_COLOURS[colour_key]) + delta
-                frame[mask] = region_colour + contrast * (colour - region_colour)
+            hy, hx = obj.size[0] * k, obj.size[1] * k
+            for mask, delta in _shape_parts(obj.shape, yy - cy, xx - cx, hy, hx):
+                colour = np.array(obj.colour) + delta
+                frame[mask] = region_colour + spec.contrast * (colour - region_colour)
                 label[mask] = layer
         frames[t] = np.clip(frame * gain, 0, 255).astype(np.uint8)
+    names = [plan.background, *order]
     masks = {name: (labels == layer).astype(np.uint8) for layer, name in enumerate(names)}
     return RenderedClip(frames=frames, masks=masks)
