@@ -75,6 +75,9 @@ def prepare_data(cfg: ExperimentConfig):
     manifest = load_manifest(cfg.data)
     write_manifest(manifest, cfg.storage.path("manifest.parquet"))
     summary = prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=True)
+    from a2o.detect import ensure_learned_detector
+
+    ensure_learned_detector(cfg)  # the world's learned detector: trained once (train split), then reused
     log.info(
         "frame store: %d videos (%d decoded, %d reused, %d skipped)",
         summary.total, summary.decoded, summary.reused, summary.skipped,
