@@ -248,7 +248,7 @@ def _names(value: Any, key: str) -> tuple[str, ...]:
     return tuple(_name(v, f"{key}[{i}]") for i, v in enumerate(value))
 
 
-def world_from_dict(values: Any, *, source: str = "") -> WorldSpec:
+def world_from_dict(values: Any) -> WorldSpec:
     """Validate a parsed YAML mapping into a :class:`WorldSpec`; errors name the key and the fix."""
     top = _keys(values, "", _TOP_KEYS, required=("world", "agent", "objects", "regions", "actions"))
     world = _name(top["world"], "world")
@@ -361,7 +361,7 @@ def world_from_dict(values: Any, *, source: str = "") -> WorldSpec:
             or any(not isinstance(r, int) or r < 16 or r % 2 for r in resolution)):
         _fail("resolution", f"need a side or [height, width], even and >= 16, got {resolution!r}")
 
-    spec = WorldSpec(
+    return WorldSpec(
         world=world,
         description=str(top.get("description", "")).strip(),
         seed=_int(top.get("seed", 0), "seed", 0),
@@ -382,7 +382,6 @@ def world_from_dict(values: Any, *, source: str = "") -> WorldSpec:
         drift=_float(scene.get("drift", 4.0), "scene.drift", 0.0, 32.0),
         shortcut=_float(shortcut.get("probability", 0.0), "shortcut.probability", 0.0, 1.0),
     )
-    return spec
 
 
 def world_to_dict(spec: WorldSpec) -> dict[str, Any]:
@@ -446,7 +445,7 @@ def load_world_spec(spec: str) -> WorldSpec:
                           "or the path of a YAML spec, see docs/WORLDS.md)") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"world spec {path} is not valid YAML: {exc}") from exc
-    return world_from_dict(values, source=path)
+    return world_from_dict(values)
 
 
 def apply_world_overrides(spec: WorldSpec, overrides: Mapping[str, Any]) -> WorldSpec:
