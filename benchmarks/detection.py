@@ -9,6 +9,14 @@ the cache hit ratio, and the time to detect a pair versus the time to read one c
     python -m benchmarks.detection                       # tiny Grounded SAM2 (random weights, CPU)
     python -m benchmarks.detection --detector annotation # maps from synthetic masks
 
+``--iou`` measures something else: how well the learned detector of an A2O-Synth world sees
+pixels. It builds the world (``--preset``, default household), trains or reuses its detector, runs
+it through the product's detector factory on every val clip, and prints per class the IoU at
+threshold 0.5 against the generator's masks, with precision and recall, and then how text maps to
+channels (a synonym, a hypernym at half weight, a word the world does not know):
+
+    python -m benchmarks.detection --iou [--preset household] [--work-dir DIR]
+
 Everything is built in a temporary directory (tiny checkpoints, an in-memory frame store, masks,
 the cache), so the command runs offline and leaves nothing behind.
 """
@@ -107,8 +115,127 @@ class _CountingFactory:
         return Counting()
 
 
+def learned_iou_report(work_dir: str, preset: str) -> int:
+    """Per-class val IoU of a world's learned detector, through the product's detector factory."""
+    from a2o.data.framestore import FrameStore, grid_key
+    from a2o.data.synthetic import load_dataset_info
+    from a2o.detect.annotation import AnnotationDetector
+    from a2o.detect.base import ConfigDetectorFactory, VideoMeta
+    from a2o.detect.learned import read_detector_metadata
+    from benchmarks._common import build_experiment
+
+    started = time.perf_counter()
+    cfg = build_experiment(work_dir, preset=preset, detector="learned")
+    meta = read_detector_metadata(cfg.detect.learned_model)
+    info = load_dataset_info(cfg.data.root)
+    vocabulary = info["vocabulary"]
+    kinds = {name: "agent" for name in vocabulary["agent"]}
+    kinds.update({name: "tool" for name in vocabulary["tools"]})
+    kinds.update({name: "bystander" for name in vocabulary["bystanders"]})
+    kinds.update({name: "region" for name in vocabulary["regions"]})
+    channels = list(meta["channels"])
+    detector = ConfigDetectorFactory(cfg.detect)("cpu")
+    oracle = AnnotationDetector()
+    store = FrameStore(cfg.storage.path("frames", grid_key(cfg.data)))
+    rows = [r for r in store.manifest().select(["video_id", "split", "boxes", "masks_uri"]).to_pylist()
+            if r["split"] == "val" and r["video_id"] in store]
+    # Lexicon probes: each word's map, scored inside and outside its members' true masks.
+    probes = _lexicon_probes(info)
+    inter = np.zeros(len(channels))
+    pred_sum = np.zeros(len(channels))
+    true_sum = np.zeros(len(channels))
+    probe_in = np.zeros(len(probes))
+    probe_out = np.zeros(len(probes))
+    probe_in_n = np.zeros(len(probes))
+    probe_out_n = np.zeros(len(probes))
+    detect_s = 0.0
+    for row in sorted(rows, key=lambda r: r["video_id"]):
+        record = store.read(row["video_id"])
+        video = VideoMeta(
+            video_id=row["video_id"], frame_indices=np.asarray(record.frame_indices, dtype=np.int64),
+            source_height=int(record.source_height), source_width=int(record.source_width),
+            boxes=row["boxes"], masks_uri=row["masks_uri"],
+        )
+        t0 = time.perf_counter()
+        predicted = detector.detect(record.frames, channels + [word for word, _, _ in probes], video=video)
+        detect_s += time.perf_counter() - t0
+        truth = oracle.detect(record.frames, channels, video=video) >= 0.5  # (T, K, H, W)
+        hits = predicted[:, : len(channels)] >= 0.5
+        inter += (hits & truth).sum(axis=(0, 2, 3))
+        pred_sum += hits.sum(axis=(0, 2, 3))
+        true_sum += truth.sum(axis=(0, 2, 3))
+        for p, (_, _, members) in enumerate(probes):
+            inside = np.zeros(truth[:, 0].shape, dtype=bool)
+            for member in members:
+                inside |= truth[:, channels.index(member)]
+            probe_map = predicted[:, len(channels) + p]
+            probe_in[p] += probe_map[inside].sum()
+            probe_in_n[p] += inside.sum()
+            probe_out[p] += probe_map[~inside].sum()
+            probe_out_n[p] += (~inside).sum()
+
+    union = pred_sum + true_sum - inter
+    print(f"learned detector of A2O-Synth '{preset}': {cfg.detect.learned_model}")
+    print(f"trained on {meta['data']['train_clips']} train clips in {meta['training_seconds']:.0f} s "
+          f"({meta['epochs_run']} epochs, width {meta['architecture']['width']}, seed {meta['seed']}); "
+          f"evaluated on {len(rows)} val clips at {cfg.data.resolution}px through the detector factory "
+          f"({detect_s:.1f} s)")
+    header = f"{'class':<14} {'kind':<10} {'IoU':>6} {'precision':>9} {'recall':>7} {'true px':>8}"
+    print(header)
+    print("-" * len(header))
+    scored = []
+    order = sorted(range(len(channels)), key=lambda k: (["agent", "tool", "bystander", "region"].index(
+        kinds.get(channels[k], "region")), channels[k]))
+    for k in order:
+        iou = inter[k] / union[k] if union[k] else float("nan")
+        precision = inter[k] / pred_sum[k] if pred_sum[k] else float("nan")
+        recall = inter[k] / true_sum[k] if true_sum[k] else float("nan")
+        if union[k]:
+            scored.append(iou)
+        print(f"{channels[k]:<14} {kinds.get(channels[k], '?'):<10} {iou:>6.2f} {precision:>9.2f} "
+              f"{recall:>7.2f} {int(true_sum[k]):>8d}")
+    print("-" * len(header))
+    by_kind = {}
+    for k, name in enumerate(channels):
+        if union[k]:
+            by_kind.setdefault(kinds.get(name, "?"), []).append(inter[k] / union[k])
+    print(f"mean IoU {np.mean(scored):.2f} over {len(scored)} classes; "
+          + ", ".join(f"{kind} {np.mean(v):.2f}" for kind, v in by_kind.items()))
+    print()
+    print("text -> channels (mean likelihood inside / outside the named objects' true masks):")
+    for p, (word, how, members) in enumerate(probes):
+        inside = probe_in[p] / max(1.0, probe_in_n[p])
+        outside = probe_out[p] / max(1.0, probe_out_n[p])
+        print(f"  {word!r:<18} {how:<26} inside {inside:.3f}  outside {outside:.3f}  ({', '.join(members)})")
+    print(f"wall {time.perf_counter() - started:.0f} s (includes building the world and the detector on first use)")
+    return 0
+
+
+def _lexicon_probes(info: dict) -> list[tuple[str, str, list[str]]]:
+    """(word, how it resolves, member channels) for a synonym, a hypernym and an unknown word."""
+    probes: list[tuple[str, str, list[str]]] = []
+    tools = list(info["vocabulary"]["tools"])
+    for name, entries in info["lexicon"].items():
+        targets = [t for t, _ in entries]
+        weights = [w for _, w in entries]
+        if len(targets) == 1 and weights[0] == 1.0 and name != targets[0] and targets[0] in tools:
+            probes.append((name, f"synonym of {targets[0]}", targets))
+            break
+    for name, entries in info["lexicon"].items():
+        if len(entries) > 1:
+            probes.append((name, f"hypernym, weight {entries[0][1]:g}", [t for t, _ in entries]))
+            break
+    probes.append(("giraffe", "unknown: empty map", [tools[0]]))
+    return probes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iou", action="store_true",
+                        help="per-class val IoU of an A2O-Synth world's learned detector instead")
+    parser.add_argument("--preset", default="household", help="with --iou: world preset or spec path")
+    parser.add_argument("--work-dir", default="", help="with --iou: where the world and detector go "
+                        "(default: a temp dir)")
     parser.add_argument("--detector", choices=["grounded_sam2", "annotation"], default="grounded_sam2")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=8)
@@ -117,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.iou:
+        if args.work_dir:
+            return learned_iou_report(args.work_dir, args.preset)
+        with tempfile.TemporaryDirectory(prefix="a2o-bench-iou-") as tmp:
+            return learned_iou_report(tmp, args.preset)
 
     from a2o.config import DetectConfig
     from a2o.detect.base import ConfigDetectorFactory
