@@ -115,8 +115,11 @@ class _CountingFactory:
         return Counting()
 
 
-def learned_iou_report(work_dir: str, preset: str) -> int:
-    """Per-class val IoU of a world's learned detector, through the product's detector factory."""
+def learned_iou_report(work_dir: str, preset: str) -> dict:
+    """Per-class val IoU of a world's learned detector, through the product's detector factory.
+
+    Prints the table and returns ``{"iou": {class: IoU}, "probes": {word: (inside, outside)}}``.
+    """
     from a2o.data.framestore import FrameStore, grid_key
     from a2o.data.synthetic import load_dataset_info
     from a2o.detect.annotation import AnnotationDetector
@@ -183,7 +186,7 @@ def learned_iou_report(work_dir: str, preset: str) -> int:
     header = f"{'class':<14} {'kind':<10} {'IoU':>6} {'precision':>9} {'recall':>7} {'true px':>8}"
     print(header)
     print("-" * len(header))
-    scored = []
+    scored, result = [], {"iou": {}, "probes": {}}
     order = sorted(range(len(channels)), key=lambda k: (["agent", "tool", "bystander", "region"].index(
         kinds.get(channels[k], "region")), channels[k]))
     for k in order:
@@ -192,6 +195,7 @@ def learned_iou_report(work_dir: str, preset: str) -> int:
         recall = inter[k] / true_sum[k] if true_sum[k] else float("nan")
         if union[k]:
             scored.append(iou)
+            result["iou"][channels[k]] = float(iou)
         print(f"{channels[k]:<14} {kinds.get(channels[k], '?'):<10} {iou:>6.2f} {precision:>9.2f} "
               f"{recall:>7.2f} {int(true_sum[k]):>8d}")
     print("-" * len(header))
@@ -206,9 +210,10 @@ def learned_iou_report(work_dir: str, preset: str) -> int:
     for p, (word, how, members) in enumerate(probes):
         inside = probe_in[p] / max(1.0, probe_in_n[p])
         outside = probe_out[p] / max(1.0, probe_out_n[p])
+        result["probes"][word] = (float(inside), float(outside))
         print(f"  {word!r:<18} {how:<26} inside {inside:.3f}  outside {outside:.3f}  ({', '.join(members)})")
     print(f"wall {time.perf_counter() - started:.0f} s (includes building the world and the detector on first use)")
-    return 0
+    return result
 
 
 def _lexicon_probes(info: dict) -> list[tuple[str, str, list[str]]]:
@@ -246,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.iou:
         if args.work_dir:
-            return learned_iou_report(args.work_dir, args.preset)
-        with tempfile.TemporaryDirectory(prefix="a2o-bench-iou-") as tmp:
-            return learned_iou_report(tmp, args.preset)
+            learned_iou_report(args.work_dir, args.preset)
+        else:
+            with tempfile.TemporaryDirectory(prefix="a2o-bench-iou-") as tmp:
+                learned_iou_report(tmp, args.preset)
+        return 0
 
     from a2o.config import DetectConfig
     from a2o.detect.base import ConfigDetectorFactory

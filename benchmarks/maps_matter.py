@@ -1,8 +1,8 @@
 """Do the maps of the right objects help? Val accuracy of five class sets on an A2O-Synth world.
 
 Trains the recognizer (tiny V-JEPA2, maps from the world's *learned* detector, which sees pixels)
-with the same seeds for each class set and prints val accuracy (mean ± std over seeds) with a
-paired t-test against RGB only:
+with the same seeds for each class set and prints val accuracy (mean ± std over seeds) with paired
+t-tests against RGB only and against irrelevant objects:
 
     (a) RGB only                    C = 0, no maps
     (b) best set known              --best (default: the hand, one tool of each shared-motion pair,
@@ -50,6 +50,7 @@ from benchmarks._common import (
 )
 
 BASELINE = "(a) RGB only"
+IRRELEVANT = "(d) irrelevant objects"
 DEFAULT_BEST = "hand,spoon,broom,sponge,knife,kettle,paint roller,floor"
 
 
@@ -76,7 +77,7 @@ def class_sets(synth_root: str, best: list[str], max_classes: int) -> dict[str, 
         BASELINE: [],
         "(b) best set known": best,
         tools_name: tools[:max_classes],
-        "(d) irrelevant objects": list(info["vocabulary"]["bystanders"]),
+        IRRELEVANT: list(info["vocabulary"]["bystanders"]),
         "(e) (b) without scene classes": [c for c in best if c not in regions],
     }
 
@@ -109,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (spawned processes)")
     parser.add_argument("--work-dir", default="", help="where data and runs go (default: a temp dir)")
     parser.add_argument("--out", default="runs/bench/maps_matter", help="folder of the results JSON")
+    parser.add_argument("--from-json", default="", help="print the table of an earlier run's maps_matter.json")
     return parser.parse_args(argv)
 
 
@@ -127,11 +129,55 @@ def _run_one(cfg, seed: int, name: str, classes: list[str], threads: int) -> tup
     }
 
 
+def summarise(sets: dict[str, list[str]], runs: dict[str, list[dict]]) -> tuple[dict, str]:
+    """Per class set: mean ± std and paired t-tests against RGB only and irrelevant objects."""
+    from a2o.train.stats import format_mean_std, paired_t_test, summarize
+
+    baseline = [r["val_accuracy"] for r in runs[BASELINE]]
+    irrelevant = [r["val_accuracy"] for r in runs[IRRELEVANT]]
+    rows, summary = [], {}
+    for name, classes in sets.items():
+        accuracies = [r["val_accuracy"] for r in runs[name]]
+        stats = summarize(accuracies)
+        test = None if name == BASELINE else paired_t_test(accuracies, baseline)
+        test_irrelevant = None if name in (BASELINE, IRRELEVANT) else paired_t_test(accuracies, irrelevant)
+        summary[name] = {
+            "classes": classes, "summary": asdict(stats), "vs_no_maps": asdict(test) if test else None,
+            "vs_irrelevant": asdict(test_irrelevant) if test_irrelevant else None,
+        }
+        rows.append([
+            name,
+            len(classes),
+            format_mean_std(stats),
+            "—" if test is None else f"{test.mean_difference:+.3f}",
+            "—" if test is None else f"{test.p_value:.3g}",
+            "—" if test_irrelevant is None else f"{test_irrelevant.mean_difference:+.3f}",
+            "—" if test_irrelevant is None else f"{test_irrelevant.p_value:.3g}",
+        ])
+    table = format_table(["class set", "C", "val accuracy (mean ± std)", "Δ vs RGB only", "p vs RGB",
+                          "Δ vs (d)", "p vs (d)"], rows)
+    return summary, table
+
+
+def rerender(path: str) -> int:
+    """Print the table of an earlier run's results JSON (recomputing the statistics)."""
+    with open(path, encoding="utf-8") as handle:
+        results = json.load(handle)
+    sets = {name: entry["classes"] for name, entry in results["summary"].items()}
+    _, table = summarise(sets, results["runs"])
+    print(f"$ {results['command']}")
+    print(table)
+    for name, classes in sets.items():
+        print(f"  {name}: {', '.join(classes) or '(none)'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return rerender(args.from_json)
     quiet_logs()
     set_torch_threads(args.threads)
-    from a2o.train.stats import format_mean_std, paired_t_test, summarize
 
     started = time.perf_counter()
     geometry = Geometry(
@@ -166,22 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed} {name:<30} val_accuracy={run['val_accuracy']:.3f} "
                       f"train_loss={run['loss']:.3f} ({run['wall_time_s']:.0f} s)", flush=True)
 
-    baseline = [r["val_accuracy"] for r in runs[BASELINE]]
-    rows, summary = [], {}
-    for name, classes in sets.items():
-        accuracies = [r["val_accuracy"] for r in runs[name]]
-        stats = summarize(accuracies)
-        test = None if name == BASELINE else paired_t_test(accuracies, baseline)
-        summary[name] = {"classes": classes, "summary": asdict(stats), "vs_no_maps": asdict(test) if test else None}
-        rows.append([
-            name,
-            len(classes),
-            format_mean_std(stats),
-            "—" if test is None else f"{test.mean_difference:+.3f}",
-            "—" if test is None else f"{test.p_value:.3g}",
-        ])
+    summary, table = summarise(sets, runs)
     wall_s = time.perf_counter() - started
-    table = format_table(["class set", "C", "val accuracy (mean ± std)", "Δ vs RGB only", "paired t p"], rows)
     print()
     print(f"$ {command_line()}")
     print(f"A2O-Synth '{args.preset}', {args.seeds} seeds, {args.epochs} epochs, T={args.frames}, "
