@@ -5,10 +5,14 @@ PIP := $(PY) -m pip
 
 .PHONY: install install-llm reinstall-llm test test-all lint demo bench clean
 
-install: ## create .venv and install A2O with its test extras (CPU torch)
+install: $(VENV)/.a2o-installed ## create .venv and install A2O with its test extras (CPU torch)
+
+# A stamp, so `make demo` does not rerun pip each time; editing pyproject.toml reinstalls.
+$(VENV)/.a2o-installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install -e '.[dev]'
+	touch $@
 
 # Portable x86 kernels for llama.cpp. A native build (GGML_NATIVE, the default) compiled AMX
 # kernels on a VM that lists AMX in /proc/cpuinfo without enabling it: the server died with SIGILL
@@ -18,7 +22,14 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 endif
 
 install-llm: install ## the embedded local LLM (builds llama.cpp from source once: ~8 min on 2 cores)
-	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e '.[local-llm]'
+	@$(PY) -c "import llama_cpp" 2>/dev/null || { \
+	  echo "building llama-cpp-python from source for the embedded LLM: about 8 minutes on 2 idle cores, once"; \
+	  echo "(the full build log goes to $(VENV)/llama-build.log; a line a minute shows it is alive)"; \
+	  ( while sleep 60; do echo "  ... still building llama.cpp $$(grep -o '\[[0-9]*/[0-9]*\]' $(VENV)/llama-build.log 2>/dev/null | tail -n 1)"; done ) & beat=$$!; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -v -e '.[local-llm]' > $(VENV)/llama-build.log 2>&1; rc=$$?; \
+	  kill $$beat 2>/dev/null; \
+	  if [ $$rc -eq 0 ]; then echo "llama-cpp-python built"; \
+	  else echo "llama-cpp-python build failed (exit $$rc); last lines of $(VENV)/llama-build.log:"; tail -n 30 $(VENV)/llama-build.log; exit $$rc; fi; }
 
 reinstall-llm: install ## rebuild llama-cpp-python with the portable kernels above
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python[server]"

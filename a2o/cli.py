@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="a2o",
         description="A2O: LLM-guided object-class search for video action recognition, on Ray.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show everything on the terminal (Ray, libraries, workers) at debug level, instead of a run log file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # a2o config ...
@@ -103,7 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write an HTML report of a run")
     p.add_argument("run_dir")
     p.set_defaults(handler="report:run")
+    _verbose_everywhere(parser)
     return parser
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v`` after any subcommand too (``a2o search --config X -v``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                   help="show everything on the terminal instead of a run log file")
+                _verbose_everywhere(child)
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -113,11 +124,9 @@ def _raise_keyboard_interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from a2o.commands._console import ReportedError, setup_logging
+
+    setup_logging(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         # `a2o` or `a2o data` alone: show the relevant help.
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ReportedError:
+        return 1  # already on the terminal, with the log file that holds the traceback
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -275,6 +275,11 @@ class SearchConfig:
     trial_retries: int = _f(
         1, "Retries of a crashed trial (OOM, killed worker) before it is recorded as errored."
     )
+    tensorboard: bool = _f(
+        False,
+        "Also write TensorBoard event files (Tune's TBXLoggerCallback) under storage/tune. Off by "
+        "default: trials report per-action and list-valued metrics that TensorBoard cannot take.",
+    )
     asha_grace_period: int = _f(1, "ASHA: epochs before a trial can be stopped.")
     asha_reduction_factor: int = _f(2, "ASHA: reduction factor.")
     seed: int = _f(0, "Searcher seed.")
@@ -441,6 +446,29 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+def _dotted_names(cls, prefix: str) -> list[str]:
+    names = []
+    for f in dataclasses.fields(cls):
+        full = f"{prefix}.{f.name}" if prefix else f.name
+        names.append(full)
+        hint = _type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            names.extend(_dotted_names(hint, full))
+    return names
+
+
+def closest_key(wrong: str, cls, prefix: str) -> str:
+    """The valid dotted key nearest to ``wrong``: always one, from its own section when it has one.
+
+    Compares full dotted names with difflib, so ``train.lr_typo`` finds ``train.lr`` (comparing
+    only ``lr_typo`` with ``lr`` falls under any useful cutoff).
+    """
+    candidates = _dotted_names(cls, prefix)
+    leaf_level = [c for c in candidates if c.count(".") == wrong.count(".")] or candidates
+    scored = sorted(leaf_level, key=lambda c: (-difflib.SequenceMatcher(None, wrong, c).ratio(), c))
+    return scored[0]
+
+
 def _build(cls, values: Mapping[str, Any], prefix: str):
     if not isinstance(values, Mapping):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(values).__name__}")
@@ -450,9 +478,11 @@ def _build(cls, values: Mapping[str, Any], prefix: str):
     for key, value in values.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f" Did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{full}'.{hint} Valid keys: {names}")
+            raise ConfigError(
+                f"unknown config key '{full}'. Did you mean '{closest_key(full, cls, prefix)}'? "
+                f"Valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)} "
+                "(`a2o config docs` lists every key with its meaning)"
+            )
         hint_t = hints[key]
         if dataclasses.is_dataclass(hint_t):
             kwargs[key] = _build(hint_t, value or {}, full)

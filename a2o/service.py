@@ -92,30 +92,59 @@ def prepare_data(cfg: ExperimentConfig):
 def _trial_callback_class():
     from ray.tune import Callback
 
-    class LiveTrialLine(Callback):
-        """One line per finished trial: iteration, diff to the best set so far, val accuracy, time."""
+    from a2o.progress import progress
 
-        def __init__(self) -> None:
-            self.count = 0
+    class LiveTrialLine(Callback):
+        """The search as the console shows it: a line when a trial starts, its epochs as progress
+        (a bar on a terminal, a line every 30 s elsewhere), and a line when it ends with its val
+        accuracy, time and the difference to the best set so far."""
+
+        def __init__(self, epochs: int) -> None:
+            self.epochs = epochs
+            self.numbers: dict[str, int] = {}
+            self.bars: dict[str, Any] = {}
             self.best: tuple[float, list[str]] | None = None
-            self.started = time.perf_counter()
+
+        def _number(self, trial) -> int:
+            return self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            number = self._number(trial)
+            classes = list(trial.config.get("classes") or [])
+            log.info("[trial %2d] started    %s (source=%s)", number,
+                     ", ".join(classes) or "(no classes: RGB only)", trial.config.get("proposal_source", "-"))
+            self.bars[trial.trial_id] = progress(
+                self.epochs, f"[trial {number:2d}] training", log, unit="epochs", interval_s=30.0
+            )
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            bar = self.bars.get(trial.trial_id)
+            epoch = result.get("epoch")
+            if bar is None or not isinstance(epoch, int) or epoch <= bar.count:
+                return
+            acc = result.get("val_accuracy")
+            postfix = f"val_acc={acc:.3f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else ""
+            bar.update(epoch - bar.count, postfix=postfix)
 
         def _line(self, trial, status: str) -> None:
-            self.count += 1
+            number = self._number(trial)
+            bar = self.bars.pop(trial.trial_id, None)
+            if bar is not None:
+                bar.close()
             classes = list(trial.config.get("classes") or [])
             result = trial.last_result or {}
             acc = result.get("val_accuracy")
             if self.best is None:
-                diff = f"+{len(classes)}"
+                diff = "first set: " + (", ".join(classes) or "(none)")
             else:
                 best_set = set(self.best[1])
                 added = sorted(set(classes) - best_set)
                 removed = sorted(best_set - set(classes))
-                diff = " ".join([f"+{c}" for c in added] + [f"-{c}" for c in removed]) or "(same as best)"
+                diff = "vs best: " + (" ".join([f"+{c}" for c in added] + [f"-{c}" for c in removed]) or "(same set)")
             acc_text = f"{acc:.4f}" if isinstance(acc, (int, float)) and math.isfinite(acc) else "  n/a "
             log.info(
-                "[trial %2d] %-10s val_acc=%s epoch=%s time=%5.1fs source=%s diff-vs-best: %s",
-                self.count, status, acc_text, result.get("epoch", "-"),
+                "[trial %2d] %-10s val_acc=%s epoch=%s time=%5.1fs source=%s %s",
+                number, status, acc_text, result.get("epoch", "-"),
                 result.get("time_total_s", 0.0), trial.config.get("proposal_source", "-"), diff,
             )
             if isinstance(acc, (int, float)) and math.isfinite(acc) and (self.best is None or acc > self.best[0]):
@@ -128,6 +157,22 @@ def _trial_callback_class():
             self._line(trial, "ERROR")
 
     return LiveTrialLine
+
+
+def _result_loggers(cfg: ExperimentConfig) -> list:
+    """Tune's JSON and CSV result files (the report reads result.json); TensorBoard only when asked.
+
+    Tune adds all three by itself unless ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``, which this sets
+    for the process: its TensorBoard logger warns on every per-action metric (names with spaces)
+    and on the class list, hundreds of lines a search that nobody asked for.
+    """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
+    if cfg.search.tensorboard:
+        loggers.append(TBXLoggerCallback())
+    return loggers
 
 
 def build_scheduler(cfg: ExperimentConfig):
@@ -181,6 +226,56 @@ def _trial_rows(results) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def preflight_inputs(cfg: ExperimentConfig) -> None:
+    """What can be checked without Ray, for entry points to run before ``ray.init`` (well under 1 s).
+
+    The data root, the A2O-Synth world spec, files the config names, the detector/dataset pairing,
+    and, for a private local cluster, whether one trial fits this machine's cores and GPUs.
+    """
+    from a2o.data.manifest import check_data_root
+    from a2o.errors import ConfigError, ResourceError
+
+    check_data_root(cfg.data)
+    if cfg.data.dataset == "synthetic":
+        from a2o.data.synth.spec import load_world_spec
+
+        load_world_spec(cfg.data.synth_preset)  # a bad preset name or spec fails here, with the fix
+    if cfg.detect.detector == "learned" and cfg.data.dataset != "synthetic":
+        raise ConfigError(
+            f"detect.detector: 'learned' is trained on A2O-Synth's ground-truth masks, but data.dataset "
+            f"is {cfg.data.dataset!r}; use detect.detector: grounded_sam2 (open vocabulary) for this "
+            "dataset, or annotation for oracle maps from its boxes"
+        )
+    if cfg.search.searcher == "ood" and cfg.search.ood_history and "://" not in cfg.search.ood_history:
+        if not os.path.isfile(cfg.search.ood_history):
+            raise ConfigError(
+                f"search.ood_history: {cfg.search.ood_history} does not exist; pass the results.json "
+                "of a finished run on another dataset"
+            )
+    if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):  # a private local cluster: this machine
+        from a2o.train.trial import TRIAL_DRIVER_CPUS
+
+        t = cfg.train
+        have_cpu = float(cfg.ray.num_cpus or os.cpu_count() or 1)
+        need_cpu = t.num_workers * t.cpus_per_worker + TRIAL_DRIVER_CPUS
+        need_gpu = t.num_workers * t.gpus_per_worker
+        have_gpu = _local_gpus() if need_gpu else 0
+        if need_cpu > have_cpu + 1e-9 or need_gpu > have_gpu + 1e-9:
+            raise ResourceError(
+                f"one trial asks for {t.num_workers} worker(s) x ({t.cpus_per_worker:g} CPU, "
+                f"{t.gpus_per_worker:g} GPU) + {TRIAL_DRIVER_CPUS:g} CPU for its driver = {need_cpu:g} CPU, "
+                f"{need_gpu:g} GPU, but the local Ray cluster will have {have_cpu:g} CPU, {have_gpu:g} GPU. "
+                "Lower train.num_workers / train.cpus_per_worker / train.gpus_per_worker, raise "
+                "ray.num_cpus, or set ray.address to a larger cluster"
+            )
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def preflight_resources(cfg: ExperimentConfig) -> None:
@@ -253,7 +348,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             run_config=tune.RunConfig(
                 storage_path=storage,
                 name=cfg.storage.experiment_name,
-                callbacks=[_trial_callback_class()(), orphaned_group_release()],
+                callbacks=[_trial_callback_class()(cfg.train.epochs), orphaned_group_release(), *_result_loggers(cfg)],
                 failure_config=tune.FailureConfig(max_failures=cfg.search.trial_retries),
                 verbose=0,
             ),
@@ -421,4 +516,4 @@ def run_service(
         final = train_and_evaluate_best(cfg, outcome.best["classes"], labels, manifest, device=eval_device)
     path = write_results(cfg, outcome, final)
     log.info("results: %s (%.1f s in all)", path, time.perf_counter() - started)
-    return {"results": path, "best": outcome.best, "final": final}
+    return {"results": path, "best": outcome.best, "final": final, "num_trials": len(outcome.trials)}

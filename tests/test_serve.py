@@ -233,7 +233,7 @@ def _bad_requests(clips: dict[str, bytes]) -> dict[str, tuple[dict, int, str]]:
             422,
             "invalid_video",
         ),
-        "empty_body": (dict(content=b"", headers=video), 400, "empty_body"),
+        "empty_body": (dict(content=b"", headers=video), 422, "empty_body"),
         "truncated_mp4": (dict(content=mp4[: len(mp4) // 2], headers=video), 422, "invalid_video"),
         "zero_frame_video": (dict(content=clips["zero_frames"], headers=video), 422, "invalid_video"),
         "over_limit_content_length": (

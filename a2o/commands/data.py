@@ -45,16 +45,22 @@ def prepare(args) -> int:
     from a2o.data.synthetic import ensure_synthetic
 
     cfg = load_config(args.config, args.overrides)
+    from a2o.service import preflight_inputs
+
+    preflight_inputs(cfg)  # before anything is generated or Ray starts
     ensure_synthetic(cfg.data)
     manifest = load_manifest(cfg.data)
     manifest_uri = write_manifest(manifest, cfg.storage.path("manifest.parquet"))
     frames_uri = cfg.storage.path("frames", grid_key(cfg.data))
-    started = connect(cfg.ray.address, cfg.ray.num_cpus)
-    try:
-        summary = prepare_frame_store(manifest, cfg.data, frames_uri)
-    finally:
-        if started:
-            ray.shutdown()
+    from a2o.commands._console import log_dir_for, run_log
+
+    with run_log(log_dir_for(cfg.storage.root), "data-prepare"):
+        started = connect(cfg.ray.address, cfg.ray.num_cpus)
+        try:
+            summary = prepare_frame_store(manifest, cfg.data, frames_uri)
+        finally:
+            if started:
+                ray.shutdown()
     _print_summary(manifest, summary, frames_uri, manifest_uri)
     if cfg.detect.detector == "learned":  # trained here from the frame store, once; reused afterwards
         from a2o.detect.learned_train import ensure_learned_detector

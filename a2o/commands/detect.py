@@ -31,26 +31,32 @@ def run(args) -> int:
         raise ClassTextError('--classes is empty; pass a comma-separated list such as "person,ball"')
     class_set = validate_class_set(raw)
 
-    started_ray = connect(cfg.ray.address, cfg.ray.num_cpus)
-    try:
-        frames_uri = cfg.storage.path("frames", grid_key(cfg.data))
-        store = FrameStore(frames_uri)
-        factory = ConfigDetectorFactory(cfg.detect)
-        cache = map_cache_for(cfg.storage, cfg.data, cfg.detect)
-        log.info("detector %s, fingerprint %s, %d videos", cfg.detect.detector, cache.fp_key, len(store))
-        reader = cache.ensure_maps(class_set, store, factory, runner=RayDataRunner.from_config(cfg.detect))
-    finally:
-        if started_ray:
-            ray.shutdown()
+    from a2o.commands._console import log_dir_for, run_log
+    from a2o.service import preflight_inputs
+
+    preflight_inputs(cfg)  # before Ray starts
+    with run_log(log_dir_for(cfg.storage.root), "detect") as run_log_file:
+        started_ray = connect(cfg.ray.address, cfg.ray.num_cpus)
+        try:
+            frames_uri = cfg.storage.path("frames", grid_key(cfg.data))
+            store = FrameStore(frames_uri)
+            factory = ConfigDetectorFactory(cfg.detect)
+            cache = map_cache_for(cfg.storage, cfg.data, cfg.detect)
+            log.info("detector %s, fingerprint %s, %d videos", cfg.detect.detector, cache.fp_key, len(store))
+            reader = cache.ensure_maps(class_set, store, factory, runner=RayDataRunner.from_config(cfg.detect))
+        finally:
+            if started_ray:
+                ray.shutdown()
+    say = run_log_file.print  # the summary goes to the terminal, not the log file
     stats = reader.stats
-    print(f"frames:  {frames_uri}")
-    print(f"maps:    {cache.root_uri}/{cache.fp_key}/r{cache.map_resolution}")
-    print(f"classes: {', '.join(class_set)}")
-    print(f"{'pairs':<10}{'count':>8}")
-    print(f"{'requested':<10}{stats.requested_pairs:>8}")
-    print(f"{'computed':<10}{stats.computed_pairs:>8}")
-    print(f"{'reused':<10}{stats.reused_pairs:>8}")
-    print(f"{'corrupt':<10}{stats.corrupt_pairs:>8}  (found damaged and recomputed)")
-    print(f"hit ratio {stats.hit_ratio:.2f}; detector ran on {stats.detector_videos} videos "
+    say(f"frames:  {frames_uri}")
+    say(f"maps:    {cache.root_uri}/{cache.fp_key}/r{cache.map_resolution}")
+    say(f"classes: {', '.join(class_set)}")
+    say(f"{'pairs':<10}{'count':>8}")
+    say(f"{'requested':<10}{stats.requested_pairs:>8}")
+    say(f"{'computed':<10}{stats.computed_pairs:>8}")
+    say(f"{'reused':<10}{stats.reused_pairs:>8}")
+    say(f"{'corrupt':<10}{stats.corrupt_pairs:>8}  (found damaged and recomputed)")
+    say(f"hit ratio {stats.hit_ratio:.2f}; detector ran on {stats.detector_videos} videos "
           f"in {stats.compute_seconds:.1f} s")
     return 0

@@ -15,27 +15,35 @@ def pick_eval_device() -> str:
 
 
 def run(args) -> int:
+    from a2o.commands._console import log_dir_for, run_log
     from a2o.commands._ray import connect
-    from a2o.service import run_service
+    from a2o.service import preflight_inputs, run_service
 
     cfg = load_config(args.config, args.overrides)
-    started = connect(cfg.ray.address, cfg.ray.num_cpus)
-    try:
-        outcome = run_service(cfg, resume=args.resume, eval_device=pick_eval_device())
-    finally:
-        if started:
-            import ray
+    preflight_inputs(cfg)  # before Ray starts: a bad data root or spec fails in under a second
+    with run_log(log_dir_for(cfg.storage.root), "search") as run_log_file:
+        started = connect(cfg.ray.address, cfg.ray.num_cpus)
+        try:
+            outcome = run_service(cfg, resume=args.resume, eval_device=pick_eval_device())
+        finally:
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
     best, final = outcome["best"], outcome["final"] or {}
-    print(f"best classes : {', '.join(best['classes']) or '(none)'}")
-    print(f"search val   : {best['val_accuracy']:.4f} (trial {best['iteration']})")
+    say = run_log_file.print
+    say(f"best classes : {', '.join(best['classes']) or '(none)'}")
+    say(f"search val   : {best['val_accuracy']:.4f} (trial {best['iteration']}; the best of "
+        f"{outcome.get('num_trials', 'all')} trials, so optimistic)")
     if final:
-        print(f"final val    : {final['val_accuracy']:.4f} after {final['final_epochs']} epochs")
+        say(f"final val    : {final['val_accuracy']:.4f} (the best set retrained from scratch for "
+            f"{final['final_epochs']} epochs)")
         if final.get("test"):
             test = final["test"]
-            print(f"test         : {test['accuracy']:.4f} on {test['num_samples']} videos "
-                  f"({test['segments']} segments x {test['views']} views)")
-    print(f"results      : {outcome['results']}")
-    print("class-wise test accuracy: " + json.dumps((final.get("test") or {}).get("classwise_accuracy", {})))
+            say(f"test         : {test['accuracy']:.4f} on {test['num_samples']} held-out videos "
+                f"({test['segments']} segments x {test['views']} views)")
+    say(f"results      : {outcome['results']}")
+    if run_log_file.path:
+        say(f"full log     : {run_log_file.path}")
+    say("class-wise test accuracy: " + json.dumps((final.get("test") or {}).get("classwise_accuracy", {})))
     return 0

@@ -13,6 +13,7 @@ with a warning in the log and in every response.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 
@@ -35,31 +36,36 @@ def run(args) -> int:
     # Fails fast, before Ray starts, on a wrong path or an oracle model served without the flag.
     best = read_best(args.model, allow_oracle_detector=allow_oracle)
     app = build_app({"model": best.root, "overrides": overrides, "allow_oracle_detector": allow_oracle})
-    started = connect(best.config.ray.address, best.config.ray.num_cpus)
-    signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which installs its own handler
-    try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(app, name=APP_NAME, route_prefix="/")
-        base = f"http://{args.host}:{args.port}"
-        print(f"serving {best.root}")
-        if best.warning:
-            print(f"  WARNING : {best.warning}")
-        print(
-            f"  predict : curl -X POST -H 'Content-Type: video/mp4' --data-binary @clip.mp4 '{base}/v1/predict?top_k=5'"
-        )
-        print(f"  model   : {base}/v1/model")
-        print(f"  openapi : {base}/openapi.json (docs: {base}/docs)")
-        print("Ctrl-C stops the server.")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("stopping")
-    finally:
-        if started:  # our private cluster: take everything down
-            import ray
+    from a2o.commands._console import log_dir_for, run_log
 
-            serve.shutdown()
-            ray.shutdown()
-        else:  # a shared cluster: remove only our application
+    with run_log(log_dir_for(os.path.dirname(os.path.abspath(best.root))), "serve") as run_log_file:
+        say = run_log_file.print
+        started = connect(best.config.ray.address, best.config.ray.num_cpus)
+        signal.signal(signal.SIGTERM, _interrupt)  # after ray.init, which installs its own handler
+        try:
+            serve.start(http_options={"host": args.host, "port": args.port})
+            serve.run(app, name=APP_NAME, route_prefix="/")
+            base = f"http://{args.host}:{args.port}"
+            say(f"serving {best.root}")
+            if best.warning:
+                say(f"  WARNING : {best.warning}")
+            say(
+                f"  predict : curl -X POST -H 'Content-Type: video/mp4' --data-binary @clip.mp4 '{base}/v1/predict?top_k=5'"
+            )
+            say(f"  model   : {base}/v1/model")
+            say(f"  openapi : {base}/openapi.json (docs: {base}/docs)")
+            say("Ctrl-C stops the server.")
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            say("stopping")
+        finally:
+            # Drain our replicas; then, for our private cluster, stop Ray, which takes Serve's
+            # controller and proxy with it. (serve.shutdown() here logged "graceful_shutdown
+            # failed ... infinite retries" on every stop: Ray kills its controller mid-call.)
             serve.delete(APP_NAME)
+            if started:
+                import ray
+
+                ray.shutdown()
     return 0

@@ -13,19 +13,25 @@ def run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    started = connect(cfg.ray.address, cfg.ray.num_cpus)
-    try:
-        result = fit_trial(cfg, classes)
-    finally:
-        if started:
-            import ray
+    from a2o.commands._console import log_dir_for, run_log
+    from a2o.service import preflight_inputs
 
-            ray.shutdown()
+    preflight_inputs(cfg)  # before Ray starts
+    with run_log(log_dir_for(cfg.storage.root), "train") as run_log_file:
+        started = connect(cfg.ray.address, cfg.ray.num_cpus)
+        try:
+            result = fit_trial(cfg, classes)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    say = run_log_file.print  # the summary goes to the terminal, not the log file
     metrics = result.metrics
-    print(f"classes       : {classes or '(none: RGB-only baseline)'}")
-    print(f"val accuracy  : {metrics.get('val_accuracy', float('nan')):.4f}  (epoch {metrics.get('epoch')})")
-    print(f"maps          : {result.detect_stats['computed']} computed, {result.detect_stats['reused']} reused")
-    print(f"checkpoint    : {result.checkpoint_path}")
-    print(f"wall time     : {result.wall_time_s:.1f} s")
-    print("class-wise    : " + json.dumps(metrics.get("classwise_accuracy", {}), sort_keys=True))
+    say(f"classes       : {classes or '(none: RGB-only baseline)'}")
+    say(f"val accuracy  : {metrics.get('val_accuracy', float('nan')):.4f}  (epoch {metrics.get('epoch')})")
+    say(f"maps          : {result.detect_stats['computed']} computed, {result.detect_stats['reused']} reused")
+    say(f"checkpoint    : {result.checkpoint_path}")
+    say(f"wall time     : {result.wall_time_s:.1f} s")
+    say("class-wise    : " + json.dumps(metrics.get("classwise_accuracy", {}), sort_keys=True))
     return 0

@@ -202,13 +202,21 @@ def _run_ray(todo: pa.Table, batch_size: int, num_cpus: float, fn_kwargs: dict) 
             "prepare_frame_store needs a running Ray: the entry point calls ray.init() "
             "(`a2o data prepare` does), or pass use_ray=False to decode in this process"
         )
-    # One block per batch so each batch is its own task; Ray Data shows the progress bar.
+    from a2o.progress import progress
+
+    # One block per batch so each batch is its own task; results stream back as tasks finish.
     blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
     dataset = ray.data.from_arrow(blocks).map_batches(
         decode_batch, batch_format="pyarrow", batch_size=None, fn_kwargs=fn_kwargs, num_cpus=num_cpus,
     )
-    rows = dataset.take_all()
-    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    parts = []
+    with progress(todo.num_rows, "decoding videos", log, unit="videos") as bar:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            parts.append(batch)
+            bar.update(batch.num_rows)
+    if not parts:
+        return RESULT_SCHEMA.empty_table()
+    return pa.concat_tables([part.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA) for part in parts])
 
 
 def prepare_frame_store(
@@ -246,9 +254,14 @@ def prepare_frame_store(
     elif use_ray:
         results = _run_ray(todo, batch_size, num_cpus, fn_kwargs)
     else:
-        results = pa.concat_tables(
-            [decode_batch(todo.slice(i, batch_size), **fn_kwargs) for i in range(0, todo.num_rows, batch_size)]
-        )
+        from a2o.progress import progress
+
+        parts = []
+        with progress(todo.num_rows, "decoding videos", log, unit="videos") as bar:
+            for i in range(0, todo.num_rows, batch_size):
+                parts.append(decode_batch(todo.slice(i, batch_size), **fn_kwargs))
+                bar.update(parts[-1].num_rows)
+        results = pa.concat_tables(parts)
     statuses = dict(zip(results.column("video_id").to_pylist(), results.column("status").to_pylist(), strict=True))
     skipped_ids = sorted(vid for vid, status in statuses.items() if status == "skipped")
 

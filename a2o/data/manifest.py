@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from a2o.config import DataConfig
 from a2o.data.schema import MANIFEST_SCHEMA, SPLITS, make_manifest, safe_video_id
-from a2o.errors import ConfigError, ManifestError
+from a2o.errors import ConfigError, DataError, ManifestError
 
 __all__ = ["load_manifest", "read_ssv2", "read_multisports", "read_k400", "read_csv_manifest",
            "write_manifest", "read_manifest", "get_reader", "READERS"]
@@ -344,6 +344,28 @@ def _validate(table: pa.Table, dataset: str, root: str) -> pa.Table:
     if bad:
         raise ManifestError(f"split value(s) {bad} are not one of {list(SPLITS)}")
     return table
+
+
+def check_data_root(data_cfg: DataConfig) -> None:
+    """The cheap part of :func:`load_manifest`, for entry points to run before Ray starts.
+
+    ``data.root`` must be set and, except for A2O-Synth (generated there on first use), exist.
+    """
+    if not data_cfg.root:
+        raise ConfigError("data.root: empty; set it to the dataset folder or URI")
+    if data_cfg.dataset == "synthetic":
+        return
+    root = data_cfg.root if "://" in data_cfg.root else os.path.abspath(data_cfg.root)
+    try:
+        found = _exists(root)
+    except Exception as exc:  # an unreachable bucket, missing credentials, a bad scheme
+        raise DataError(f"data.root: cannot reach {root} ({type(exc).__name__}: {exc})") from None
+    if not found:
+        raise DataError(
+            f"data.root: {root} does not exist. Set data.root to the folder that holds the "
+            f"{data_cfg.dataset} dataset (its annotations and videos), or use data.dataset: synthetic "
+            "for the built-in A2O-Synth worlds"
+        )
 
 
 def load_manifest(data_cfg: DataConfig) -> pa.Table:

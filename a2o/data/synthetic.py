@@ -207,22 +207,22 @@ def _generate_local(root: str, spec: WorldSpec, num_workers: int) -> None:
         "A2O-Synth '%s': rendering %d clips (%d actions) into %s with %d worker(s)",
         spec.world, total, len(spec.actions), root, num_workers,
     )
+    from a2o.progress import progress
+
     boxes: list[str] = []
-    step = max(total // 10, 1) if total > 50 else total + 1  # progress lines for big sets only
-    if num_workers > 1:
-        # spawn, not fork: callers may be Ray workers or other threaded processes, where fork can hang
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
-            futures = [pool.submit(_make_clip, root, scene, spec) for scene in scenes]
-            for done, future in enumerate(futures, start=1):  # in submission order: deterministic rows
-                boxes.append(future.result())
-                if done % step == 0 or done == total:
-                    logger.info("A2O-Synth: %d/%d clips written", done, total)
-    else:
-        for done, scene in enumerate(scenes, start=1):
-            boxes.append(_make_clip(root, scene, spec))
-            if done % step == 0 or done == total:
-                logger.info("A2O-Synth: %d/%d clips written", done, total)
+    with progress(total, "A2O-Synth: rendering", logger, unit="clips") as bar:
+        if num_workers > 1:
+            # spawn, not fork: callers may be Ray workers or other threaded processes, where fork can hang
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
+                futures = [pool.submit(_make_clip, root, scene, spec) for scene in scenes]
+                for future in futures:  # in submission order: deterministic rows
+                    boxes.append(future.result())
+                    bar.update(1)
+        else:
+            for scene in scenes:
+                boxes.append(_make_clip(root, scene, spec))
+                bar.update(1)
 
     info = dataset_info(spec, shortcut_map)
     rows = [

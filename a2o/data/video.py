@@ -140,6 +140,13 @@ def _decode_indices(source: Any, wanted: np.ndarray) -> np.ndarray:
     return np.stack([kept[int(i)] for i in wanted])
 
 
+def _reason(exc: BaseException) -> str:
+    """An FFmpeg/OS error's reason alone: ``str()`` of one reads "[Errno 1094995529] Invalid data
+    found when processing input: '/path'", whose errno is noise and whose path the caller names."""
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else str(exc)
+
+
 def decode_clip(
     uri: str,
     num_frames: int,
@@ -172,7 +179,7 @@ def decode_clip(
         raise VideoDecodeError(f"video {uri} not found: check data.root / data.video_dir") from exc
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         raise VideoDecodeError(
-            f"video {uri} cannot be decoded ({type(exc).__name__}: {exc}). "
+            f"video {uri} cannot be decoded ({type(exc).__name__}: {_reason(exc)}). "
             "Re-download or re-encode it (for example to H.264 MP4)."
         ) from exc
     return frames, indices

@@ -56,6 +56,7 @@ import numpy as np
 
 from a2o.detect.classes import class_key, validate_class_set, validate_class_text
 from a2o.errors import CacheError, DetectionError
+from a2o.progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -499,15 +500,17 @@ class MapCache:
                             work[text] = missing
                     tasks = _tasks_from(work, videos, annotations)
                     compute_start = time.perf_counter()
-                    for result in runner(tasks, store, detector_factory, self):
-                        self._touch_locks(locked)
-                        stats.detector_videos += 1
-                        for text in result["computed"]:
-                            computed_by_us.add((result["video_id"], text))
-                        if result.get("error"):
-                            for text in result["failed"]:
-                                failures[(result["video_id"], text)] = result["error"]
-                            log.warning("map cache: %s failed: %s", result["video_id"], result["error"])
+                    with progress(len(tasks), f"detecting {len(work)} new classes", log, unit="videos") as bar:
+                        for result in runner(tasks, store, detector_factory, self):
+                            self._touch_locks(locked)
+                            stats.detector_videos += 1
+                            bar.update(1)
+                            for text in result["computed"]:
+                                computed_by_us.add((result["video_id"], text))
+                            if result.get("error"):
+                                for text in result["failed"]:
+                                    failures[(result["video_id"], text)] = result["error"]
+                                log.warning("map cache: %s failed: %s", result["video_id"], result["error"])
                     stats.compute_seconds += time.perf_counter() - compute_start
                 finally:
                     self._release_locks(locked)

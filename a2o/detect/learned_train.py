@@ -48,6 +48,7 @@ from a2o.detect.learned import (
     world_channels,
 )
 from a2o.errors import ConfigError, DetectorModelError
+from a2o.progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from a2o.config import DetectConfig, ExperimentConfig
@@ -211,6 +212,7 @@ def _fit(
     )
     history = []
     started = time.perf_counter()
+    bar = progress(num_epochs, "training the learned detector", log, unit="epochs")
     for epoch in range(1, num_epochs + 1):
         order = torch.randperm(num_items, generator=order_rng)
         loss_sum = 0.0
@@ -229,10 +231,12 @@ def _fit(
             loss_sum += float(loss.detach()) * len(index)
         elapsed = time.perf_counter() - started
         history.append({"epoch": epoch, "loss": loss_sum / num_items, "elapsed_s": round(elapsed, 3)})
-        log.info("learned detector: epoch %d/%d loss %.4f (%.1f s elapsed)", epoch, num_epochs,
-                 loss_sum / num_items, elapsed)
+        log.debug("learned detector: epoch %d/%d loss %.4f (%.1f s elapsed)", epoch, num_epochs,
+                  loss_sum / num_items, elapsed)
+        bar.update(1, postfix=f"loss {loss_sum / num_items:.3f}")
         if on_epoch is not None:
             on_epoch(epoch)
+    bar.close()
     return network.eval(), history
 
 

@@ -11,9 +11,12 @@ Endpoints
 - ``GET /openapi.json``, ``GET /docs``: the OpenAPI spec and its browser.
 
 Every error is ``{"error": {"code": ..., "message": ...}}`` (:class:`ErrorResponse`) with a 4xx
-status for bad requests; messages say how to fix the request and never carry server paths or
-tracebacks. Uploads over ``serve.max_upload_mb`` are refused from ``Content-Length`` before the
-body is read, and by counting bytes while it streams (chunked uploads), before any decoding.
+status for bad requests; messages are one line, say how to fix the request and never carry server
+paths, errno codes or tracebacks. Anything that is not a video the model can judge (an empty body,
+a still image, random or truncated bytes, a clip with fewer decodable frames than the model's
+``num_frames``) is a 422 (:mod:`a2o.serve.upload` holds those checks). Uploads over
+``serve.max_upload_mb`` are refused from ``Content-Length`` before the body is read, and by
+counting bytes while it streams (chunked uploads), before any decoding.
 
 The app is built per ingress replica by :func:`create_api` around a :class:`PredictionBackend`
 (the Ray deployments in production, anything with the same method in tests).
@@ -33,6 +36,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from a2o.errors import DetectionError, VideoDecodeError
+from a2o.serve.upload import min_upload_frames, one_line, upload_hint
 
 if TYPE_CHECKING:  # pragma: no cover
     from a2o.config import ServeConfig
@@ -299,10 +303,14 @@ _PREDICT_BODY = {
 }
 
 _ERRORS = {
-    400: {"model": ErrorResponse, "description": "Empty body or malformed multipart upload."},
+    400: {"model": ErrorResponse, "description": "Malformed multipart upload or Content-Length."},
     413: {"model": ErrorResponse, "description": "Upload larger than serve.max_upload_mb."},
     415: {"model": ErrorResponse, "description": "Content-Type is not video/*, octet-stream or multipart."},
-    422: {"model": ErrorResponse, "description": "Not a decodable video, or an invalid top_k."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Not a video the model can judge (empty, a still image, truncated or corrupt, "
+        "fewer decodable frames than the model's num_frames), or an invalid top_k.",
+    },
     500: {"model": ErrorResponse, "description": "Server-side failure (details in the server log)."},
 }
 
@@ -310,6 +318,7 @@ _ERRORS = {
 def create_api(backend: PredictionBackend, info: ModelInfo, serve_cfg: ServeConfig) -> FastAPI:
     """The FastAPI app serving ``backend`` (see the module docstring for the endpoints)."""
     limit = _limit_bytes(serve_cfg)
+    min_frames = min_upload_frames(info.geometry)
     num_labels = len(info.labels)
     default_top_k = min(DEFAULT_TOP_K, serve_cfg.max_top_k)
     app = FastAPI(
@@ -359,12 +368,12 @@ def create_api(backend: PredictionBackend, info: ModelInfo, serve_cfg: ServeConf
             )
         body = await _read_limited(request, limit)
         video = await _file_from_multipart(request, body) if is_multipart else body
-        if not video:
-            raise APIError(400, "empty_body", "the upload is empty: send the video file's bytes")
+        if not video:  # 422 like any other non-video: the request is well-formed, its content is not
+            raise APIError(422, "empty_body", f"the upload is empty: {upload_hint(min_frames)}")
         try:
             probabilities, sha256 = await backend.probabilities(video)
         except VideoDecodeError as exc:
-            raise APIError(422, "invalid_video", str(exc)) from None
+            raise APIError(422, "invalid_video", one_line(str(exc))) from None
         except DetectionError:
             raise APIError(500, "detection_failed", "the detector could not process this video") from None
         probabilities = np.asarray(probabilities, dtype=np.float64)

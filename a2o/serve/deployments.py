@@ -71,28 +71,45 @@ def upload_video_id(sha256: str) -> str:
 def prepare_upload(video: bytes, detector: Any, class_texts: Sequence[str], geometry: Any) -> ClipInputs:
     """Upload bytes → :class:`ClipInputs`, exactly as :func:`a2o.train.evaluate.predict_video`.
 
-    Raises :class:`VideoDecodeError` (message without any server path) for undecodable uploads.
+    The upload is first held to :func:`a2o.serve.upload.check_upload` (a real video of at least
+    T decodable frames): offline decoding pads and patches what it is given, which would turn a
+    still image or a 1-frame clip into a prediction. Raises :class:`VideoDecodeError` with a
+    one-line message (no server path, no errno) for anything that is not such a video.
     """
     from a2o.data.video import decode_clip
+    from a2o.serve.upload import check_upload, decode_failure, min_upload_frames
     from a2o.train.evaluate import clip_inputs
 
     sha256 = hashlib.sha256(video).hexdigest()
+    min_frames = min_upload_frames(geometry)
     with tempfile.TemporaryDirectory(prefix="a2o-serve-") as directory:
         path = os.path.join(directory, "upload")
         with open(path, "wb") as fh:
             fh.write(video)
+        check_upload(path, min_frames)
         try:
             # S*T frames uniformly over the clip; segment s is the s-th run of T (as predict_video).
             frames, indices = decode_clip(path, geometry.segments * geometry.num_frames)
         except VideoDecodeError as exc:
-            # decode_clip names the file; the client must see neither our paths nor tracebacks.
-            message = str(exc).replace(f"video {path}", "the upload").replace(path, "upload")
-            message = message.replace(directory, "")
-            raise VideoDecodeError(message) from None
+            # Rare after check_upload (a clip whose later frames fail to decode).
+            raise decode_failure(exc, directory, min_frames) from None
     clip_frames, clip_maps = clip_inputs(
         frames, indices, detector, class_texts, geometry, video_id=upload_video_id(sha256)
     )
     return ClipInputs(frames=clip_frames.numpy(), maps=clip_maps.numpy(), sha256=sha256)
+
+
+def _tensor(array: np.ndarray) -> Any:
+    """A tensor over ``array``, copied only when it is read-only.
+
+    Ray hands a replica the numpy arrays of a :class:`ClipInputs` argument as zero-copy, read-only
+    views of its object store; ``torch.from_numpy`` on those shares memory torch may not write and
+    warns "The given NumPy array is not writable" on the first request. One copy of an upload's
+    clips is small next to the forward pass. (Concatenating a batch copies already.)
+    """
+    import torch
+
+    return torch.from_numpy(np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE")))
 
 
 def predict_batch(model: Any, clips: Sequence[ClipInputs]) -> list[np.ndarray]:
@@ -109,7 +126,7 @@ def predict_batch(model: Any, clips: Sequence[ClipInputs]) -> list[np.ndarray]:
     from a2o.train.metrics import ensemble_probabilities
 
     if len(clips) == 1:
-        return [predict_clip(model, torch.from_numpy(clips[0].frames), torch.from_numpy(clips[0].maps))]
+        return [predict_clip(model, _tensor(clips[0].frames), _tensor(clips[0].maps))]
     per_upload = clips[0].frames.shape[0]  # N = S×V clips per upload
     frames = torch.from_numpy(np.concatenate([c.frames for c in clips]))  # (B*N, T, R, R, 3)
     maps = torch.from_numpy(np.concatenate([c.maps for c in clips]))  # (B*N, T, C, R, R)
