@@ -22,7 +22,7 @@ from ray.tune.search import Searcher
 from a2o.errors import LLMReplyError, LLMUnavailableError
 from searchers import prompting
 from searchers.fallback import fallback_edit
-from searchers.llm_client import ChatClient, LLMClientSpec, classes_response_format
+from searchers.llm_client import ChatClient, LLMClientSpec, classes_response_format, uses_response_format
 from searchers.parsing import normalize_phrase, parse_class_reply, sanitize_class_text
 
 __all__ = ["ICRLSearcher", "DEFAULT_VOCABULARY"]
@@ -188,6 +188,9 @@ class ICRLSearcher(Searcher):
         self.epochs_per_trial = epochs_per_trial
         self.injected_label = injected_label
         self.template = prompting.load_template(f"icrl_{prompt}", prompt_template)
+        # The small prompt with structured output asks for action -> object pairs before the set
+        # (see llm_client.uses_response_format): small models otherwise echo the action names.
+        self.ask_uses = prompt == "small" and prompt_template is None and response_format == "json_schema"
         self.initial_classes = self._clean(initial_classes or [])
         self.vocabulary = self._clean(vocabulary or [], limit=None)
         self.injected_history = [self._entry_from_record(r) for r in (injected_history or [])]
@@ -323,7 +326,9 @@ class ICRLSearcher(Searcher):
             "max_classes": self.max_classes,
             "history": self._history_text(),
             "pending": prompting.format_pending(self._pending_sets()),
-            "format_instructions": prompting.format_instructions(self.response_format),
+            "format_instructions": (
+                prompting.USES_INSTRUCTIONS if self.ask_uses else prompting.format_instructions(self.response_format)
+            ),
         }
 
     def build_prompt(self) -> str:
@@ -331,6 +336,8 @@ class ICRLSearcher(Searcher):
         return prompting.render(self.template, **self._prompt_fields())
 
     def _response_format(self) -> Optional[dict[str, Any]]:
+        if self.ask_uses:
+            return uses_response_format(self.max_classes, len(self.action_names))
         if self.response_format == "json_schema":
             return classes_response_format(self.max_classes)
         return None

@@ -125,6 +125,14 @@ def format_pending(pending: Iterable[Sequence[str]]) -> str:
     )
 
 
+USES_INSTRUCTIONS = (
+    "First, for each action, name the object a person holds or uses to do it: a short visible noun, "
+    "never the action itself. Then choose the set from those objects.\n"
+    'Reply with only a JSON object of the form {"uses": [{"action": "...", "object": "..."}, ...], '
+    '"classes": ["...", "..."]}, one object class per string in "classes".'
+)
+
+
 def format_instructions(response_format: str) -> str:
     if response_format == "json_schema":
         return (

@@ -429,3 +429,23 @@ def test_pickled_searcher_rebuilds_its_client(server, monkeypatch):
     clone = pickle.loads(blob)
     assert suggest(clone, "b") == suggest(searcher, "b")
     assert server.chat_requests[-1].headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_small_prompt_with_structured_output_asks_for_action_object_pairs_first():
+    actions = ["stirring", "sweeping", "chopping"]
+    small = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="small", response_format="json_schema")
+    schema = small._response_format()["json_schema"]["schema"]
+    assert schema["required"] == ["uses", "classes"]
+    assert schema["properties"]["uses"]["maxItems"] == 3 and schema["properties"]["classes"]["maxItems"] == 4
+    prompt = small.build_prompt()
+    assert '"uses"' in prompt and "never the action itself" in prompt
+    # The example is from another domain: no household object is named (or forbidden) in it.
+    for word in ("knife", "sponge", "spoon", "broom"):
+        assert word not in prompt
+    reply = ('{"uses": [{"action": "stirring", "object": "spoon"}, {"action": "sweeping", "object": "broom"}], '
+             '"classes": ["spoon", "broom", "stirring"]}')
+    assert small._parse(reply, small._prepare_job()) == ["spoon", "broom"]  # action names dropped
+    paper = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="paper", response_format="json_schema")
+    assert paper._response_format()["json_schema"]["schema"]["required"] == ["classes"]
+    text_small = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="small", response_format="text")
+    assert text_small._response_format() is None and '"uses"' not in text_small.build_prompt()
