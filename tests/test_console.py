@@ -38,9 +38,10 @@ def test_run_log_keeps_library_and_native_output_off_the_terminal(tmp_path, capf
         print("a print from a library")
         os.write(2, b"core_worker.cc:2465: native stderr noise\n")
         run.print("best classes : hand, spoon")
+    run.print("summary after the run")  # the command's summary is printed after the block
     out, err = capfd.readouterr()
     assert "phase: trials" in err and "full log" in err and run.path in err
-    assert "best classes : hand, spoon" in out
+    assert "best classes : hand, spoon" in out and "summary after the run" in out
     for noise in ("PlacementGroupCleaner", "illegal", "a print from a library", "core_worker.cc"):
         assert noise not in out + err, noise
     text = open(run.path, encoding="utf-8").read()

@@ -163,8 +163,9 @@ def run_log(log_dir: str, command: str) -> Iterator[RunLog]:
     everything.setStream(sys.stderr)
     root.addHandler(everything)
     progress.set_console(terminal_err)
+    run = RunLog(path, terminal_out)
     try:
-        yield RunLog(path, terminal_out)
+        yield run
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
@@ -189,6 +190,7 @@ def run_log(log_dir: str, command: str) -> Iterator[RunLog]:
         os.close(saved_out)
         os.close(saved_err)
         _console_handler.terminal = None
+        run.stdout = sys.stdout  # the command's summary comes after the run: the terminal again
         progress.set_console(sys.stderr)
         for stream in (terminal_out, terminal_err):
             with contextlib.suppress(OSError, ValueError):
