@@ -11,6 +11,7 @@ The caller connects to Ray first (entry points do; this module never calls ``ray
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -162,17 +163,32 @@ def _trial_callback_class():
 def _result_loggers(cfg: ExperimentConfig) -> list:
     """Tune's JSON and CSV result files (the report reads result.json); TensorBoard only when asked.
 
-    Tune adds all three by itself unless ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``, which this sets
-    for the process: its TensorBoard logger warns on every per-action metric (names with spaces)
-    and on the class list, hundreds of lines a search that nobody asked for.
+    Tune adds all three by itself unless ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` while it starts
+    (:func:`_without_auto_loggers`): its TensorBoard logger warns on every per-action metric (names
+    with spaces) and on the class list, hundreds of lines a search that nobody asked for.
     """
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]
     if cfg.search.tensorboard:
         loggers.append(TBXLoggerCallback())
     return loggers
+
+
+@contextlib.contextmanager
+def _without_auto_loggers():
+    """Tune reads ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` when ``fit()`` builds its callbacks; set it
+    for that call only, so other Tuners in this process keep Tune's defaults."""
+    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+    previous = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
 
 
 def build_scheduler(cfg: ExperimentConfig):
@@ -353,7 +369,8 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
                 verbose=0,
             ),
         )
-    results = tuner.fit()
+    with _without_auto_loggers():  # our _result_loggers: JSON and CSV, TensorBoard only if asked
+        results = tuner.fit()
     finished = results.num_terminated + results.num_errors
     # Tune returns normally on Ctrl-C. Every A2O searcher fills its budget, so fewer finished
     # trials than search.num_trials means the search was interrupted.
@@ -434,6 +451,7 @@ def train_and_evaluate_best(
         "labels": labels,
         "val_accuracy": final.metrics.get("val_accuracy"),
         "val_classwise_accuracy": final.metrics.get("classwise_accuracy"),
+        "val_confusion_matrix": final.metrics.get("confusion"),  # the report draws it
         "final_epochs": cfg.train.final_epochs,
         "test": test,
         "detector": cfg.detect.detector,

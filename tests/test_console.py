@@ -33,7 +33,7 @@ def quiet_console():
 def test_run_log_keeps_library_and_native_output_off_the_terminal(tmp_path, capfd, quiet_console):
     with _console.run_log(str(tmp_path / "logs"), "search") as run:
         logging.getLogger("a2o.search").info("phase: trials")
-        logging.getLogger("ray.tune").warning("PlacementGroupCleaner: State API unavailable")
+        logging.getLogger("httpx").warning("PlacementGroupCleaner: State API unavailable")  # a library logger
         logging.getLogger("tensorboardX.summary").info("Summary name x y is illegal")
         print("a print from a library")
         os.write(2, b"core_worker.cc:2465: native stderr noise\n")

@@ -14,7 +14,7 @@ import pytest
 from a2o.config import config_from_dict, config_to_dict
 
 HOSTILE = 'ball <script>alert("x")</script> & "cup"'
-BEST = ["ball", "hand", "floor"]
+BEST = ["ball", "hand", "floor", "table", "zebra"]  # floor, table: regions of the tiny world; zebra: no map
 
 
 def _config(root) -> dict:
@@ -23,7 +23,7 @@ def _config(root) -> dict:
                  "num_frames": 8, "resolution": 32},
         "model": {"tiny_hidden": 32, "tiny_layers": 1},
         "train": {"epochs": 2, "final_epochs": 1, "batch_size": 4},
-        "search": {"searcher": "icrl", "num_trials": 4, "max_classes": 4},
+        "search": {"searcher": "icrl", "num_trials": 4, "max_classes": 5},
         "storage": {"root": str(root / "run"), "experiment_name": "rep"},
     }))
 
@@ -59,23 +59,50 @@ def tiny_run(tmp_path_factory):
     map_cache_for(cfg.storage, cfg.data, cfg.detect).ensure_maps(BEST, store, ConfigDetectorFactory(cfg.detect),
                                                                   video_ids=val_ids)
     labels = label_names(manifest)
+    rows = store.manifest().to_pylist()
+    label_ids = {r["label"]: r["label_id"] for r in manifest.to_pylist()}
+    search_val = _confusion([label_ids[r["label"]] for r in rows if r["split"] == "val"], len(labels), wrong=1)
+    final_val = _confusion([label_ids[r["label"]] for r in rows if r["split"] == "val"], len(labels), wrong=2)
+    test = _confusion([label_ids[r["label"]] for r in manifest.to_pylist() if r["split"] == "test"], len(labels), wrong=1)
     trials = [
         _trial(1, ["hand", "box"], 0.25, labels, source="initial"),
         _trial(2, ["hand", "box", HOSTILE], 0.5, labels),
         _trial(3, [], None, labels, error="TrainingError: <boom> & co"),
-        _trial(4, BEST, 0.75, labels),
+        _trial(4, BEST, _accuracy(search_val), labels),
     ]
     results = {
         "config": config, "searcher": "icrl", "scheduler": "fifo", "trials": trials, "best_trial": trials[3],
         "searcher_stats": {"llm_calls": 3, "prompt_tokens": 900, "completion_tokens": 60, "llm_time_s": 2.5},
         "search_seconds": 20.0,
-        "final": {"classes": BEST, "labels": labels, "val_accuracy": 0.75,
-                  "test": {"accuracy": 0.5, "classwise_accuracy": {label: 0.5 for label in labels},
-                           "confusion_matrix": [[1] * len(labels)] * len(labels), "num_samples": 4},
+        "final": {"classes": BEST, "labels": labels, "val_accuracy": _accuracy(final_val), "final_epochs": 1,
+                  "test": {"accuracy": _accuracy(test), "classwise_accuracy": {label: 0.5 for label in labels},
+                           "confusion_matrix": test, "num_samples": sum(map(sum, test))},
                   "detector_fingerprint": "annotation"},
     }
     (root / "run" / "results.json").write_text(json.dumps(results))
+    # Where a real run keeps the val confusion matrices: the best trial's last Tune result (key
+    # "confusion", reported by the training loop) and the final model's recognizer.json.
+    trial_dir = root / "run" / "tune" / "rep" / "run_trial_t0004_4_classes=ball_hand_2026-01-01_00-00-00"
+    trial_dir.mkdir(parents=True)
+    lines = [{"val_accuracy": 0.1, "epoch": 1, "confusion": _confusion([0], len(labels), wrong=1), "trial_id": "t0004"},
+             {"val_accuracy": _accuracy(search_val), "epoch": 2, "confusion": search_val, "trial_id": "t0004"}]
+    (trial_dir / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (root / "run" / "best" / "model").mkdir(parents=True)
+    (root / "run" / "best" / "model" / "recognizer.json").write_text(json.dumps(
+        {"labels": labels, "classes": BEST, "extra": {"confusion": final_val, "metrics": {}}}))
     return root
+
+
+def _confusion(true_ids, num_labels, *, wrong):
+    """Counts with every clip right except the first ``wrong`` ones (predicted as the next label)."""
+    matrix = [[0] * num_labels for _ in range(num_labels)]
+    for position, true in enumerate(true_ids):
+        matrix[true][(true + 1) % num_labels if position < wrong else true] += 1
+    return matrix
+
+
+def _accuracy(matrix):
+    return sum(matrix[i][i] for i in range(len(matrix))) / sum(map(sum, matrix))
 
 
 def test_report_of_one_run(tiny_run, capsys):
@@ -83,7 +110,7 @@ def test_report_of_one_run(tiny_run, capsys):
 
     assert main(["report", str(tiny_run / "run")]) == 0
     out = capsys.readouterr().out
-    assert "index.html" in out and "3 PNG" in out
+    assert "index.html" in out and "6 PNG" in out
     report_dir = tiny_run / "run" / "report"
     page = (report_dir / "index.html").read_text()
 
@@ -97,13 +124,72 @@ def test_report_of_one_run(tiny_run, capsys):
     # Diffs to the previous iteration: trial 4 adds ball and floor, drops box and the hostile text.
     assert '<span class="added">+ball</span>' in page and '<span class="removed">-box</span>' in page
     # The PNGs exist, are non-empty PNGs, and every <img> points at one of them.
-    names = {"accuracy.png", "classwise_0.png", "overlay_0.png"}
+    names = {"accuracy.png", "classwise_0.png", "overlay_0.png", "confusion_0_search-val.png",
+             "confusion_0_final-val.png", "confusion_0_final-test.png"}
     assert names <= set(os.listdir(report_dir))
     for name in names:
         data = (report_dir / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     assert set(re.findall(r'<img src="([^"]+)"', page)) == names
-    assert "class=\"note\"" not in page  # the overlay had every map it needed
+    # The only note is the zoomed accuracy axis: the overlay had every map it needed.
+    assert page.count('class="note"') == 1 and 'class="note" id="accuracy-zoom"' in page
+
+
+def test_report_explains_itself(tiny_run, tmp_path):
+    """Issue 17: zoomed accuracy axis (and said so), confusion matrices, overlay legend, how-to-read box."""
+    from a2o.report import build_report
+    from a2o.report.overlay import load_overlay
+
+    run = tiny_run / "run"
+    results = json.loads((run / "results.json").read_text())
+    report = build_report(str(run), out_dir=str(tmp_path / "rep"))
+    page = open(report.html_path).read()
+
+    # Accuracy axis: trials at 0.25 … 0.8 and the final lines lie inside a zoomed axis, and it says so.
+    zoom = re.search(r'id="accuracy-zoom">y axis zoomed to (\d\.\d\d)–(\d\.\d\d), not 0–1', page)
+    assert zoom, "no zoom note"
+    low, high = float(zoom.group(1)), float(zoom.group(2))
+    values = [t["val_accuracy"] for t in results["trials"] if t["val_accuracy"] is not None]
+    values += [results["final"]["val_accuracy"], results["final"]["test"]["accuracy"]]
+    assert 0.05 < low <= min(values) and max(values) <= high < 0.97
+
+    # Confusion matrices: best trial (val), final model (val, test); counts = clips evaluated.
+    figures = dict(re.findall(r'<figure class="confusion" data-kind="([a-z-]+)" data-clips="(\d+)">', page))
+    val_clips = len(_val_rows(tiny_run))
+    assert figures == {"search-val": str(val_clips), "final-val": str(val_clips),
+                       "final-test": str(results["final"]["test"]["num_samples"])}
+    for kind in figures:
+        assert os.path.getsize(tmp_path / "rep" / f"confusion_0_{kind}.png") > 5000
+    assert "<code>tune/rep/run_trial_t0004_4_classes=ball_hand_2026-01-01_00-00-00/result.json</code>" in page
+
+    # Overlay legend: exactly the classes whose map reaches 0.5 in the shown frames; regions apart.
+    overlay = load_overlay(results, str(run))
+    drawn = [text for index, text in enumerate(overlay.classes)
+             if any((maps[:, index] >= 128).any() for _, _, _, maps in overlay.videos)]
+    objects = re.search(r'<span class="legend-objects">objects: ([^<]*)</span>', page).group(1)
+    regions = re.search(r'<span class="legend-regions">regions: ([^<]*)</span>', page).group(1)
+    absent = re.search(r'<span class="legend-absent">[^:]*: ([^<]*)</span>', page).group(1)
+    assert "zebra" not in drawn and "zebra" in absent.split(", ")
+    assert set(objects.split(", ")) == {c for c in drawn if c not in ("floor", "table")}
+    assert set(regions.split(", ")) == {c for c in drawn if c in ("floor", "table")} != set()
+    assert set(objects.split(", ")) | set(regions.split(", ")) | set(absent.split(", ")) == set(BEST)
+
+    # The how-to-read box: what each number is, and this run's numbers in order.
+    box = re.search(r'<div class="howto" id="how-to-read">(.*?)</div>', page, re.S).group(1)
+    for phrase in ("search val", "optimistic", "from scratch", "train.final_epochs = 1", "held-out <b>test</b>",
+                   f"{val_clips} val clips"):
+        assert phrase in box, phrase
+    search, final = results["best_trial"]["val_accuracy"], results["final"]["val_accuracy"]
+    assert f"search val {search:.4f} (iteration 4 of 4) → final val {final:.4f} ({final - search:+.4f}" in box
+    assert page.index('id="how-to-read"') < page.index("<h2>Overview</h2>")
+
+
+def _val_rows(tiny_run):
+    from a2o.data.framestore import FrameStore
+    from a2o.train.trial import frames_root
+
+    store = FrameStore(frames_root(config_from_dict(_config(tiny_run))))
+    return [r for r in store.manifest().to_pylist() if r["split"] == "val"]
 
 
 def test_parent_folder_of_runs_and_missing_maps(tiny_run, tmp_path):

@@ -21,7 +21,15 @@ import numpy as np
 
 from a2o.report import plots
 from a2o.report.overlay import load_overlay
-from a2o.report.runs import RunRecord, best_so_far, class_diff, find_runs
+from a2o.report.runs import (
+    Confusion,
+    RunRecord,
+    best_so_far,
+    best_trial_confusion,
+    class_diff,
+    final_confusions,
+    find_runs,
+)
 
 __all__ = ["Report", "build_report"]
 
@@ -39,6 +47,11 @@ th { background: #f1f1f1; } td.num { text-align: right; font-variant-numeric: ta
 .classes span.cls { display: inline-block; background: #eef; border-radius: 3px; padding: 0 5px; margin: 1px; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
 details { margin: 0.6em 0; } summary { cursor: pointer; font-weight: 600; }
+.howto { background: #eef4fb; border: 1px solid #9bbbe0; border-radius: 4px; padding: 6px 14px; margin: 1em 0; }
+.howto h2 { margin-top: 0.3em; } .howto dt { font-weight: 600; margin-top: 0.4em; } .howto dd { margin-left: 1.2em; }
+.figs { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
+figure { margin: 0.4em 0; } figure.confusion { flex: 1 1 500px; max-width: 640px; }
+figcaption { font-size: 0.85em; color: #444; max-width: 1100px; overflow-wrap: anywhere; }
 """
 
 
@@ -175,7 +188,9 @@ def _final_html(run: RunRecord) -> str:
              f"<span class='classes'>{_classes_html([str(c) for c in classes])}</span></p>"]
     test = final.get("test") or {}
     if final:
-        parts.append(f"<p>Final training: val accuracy {_acc(final.get('val_accuracy'))}, "
+        epochs = final.get("final_epochs") or _config_value(run, "train", "final_epochs")
+        retrain = f" (the best set retrained from scratch for {_e(epochs)} epochs)" if epochs else ""
+        parts.append(f"<p>Final training{retrain}: val accuracy {_acc(final.get('val_accuracy'))}, "
                      f"test accuracy {_acc(test.get('accuracy'))}"
                      f"{' on ' + _e(test.get('num_samples')) + ' clips' if test.get('num_samples') else ''}.</p>")
     else:
@@ -194,6 +209,158 @@ def _img(path: str, alt: str) -> str:
 
 def _note(text: str) -> str:
     return f'<p class="note">{_e(text)}</p>'
+
+
+def _config_value(run: RunRecord, section: str, key: str) -> Any:
+    return ((run.results.get("config") or {}).get(section) or {}).get(key)
+
+
+def _same(runs: list[RunRecord], section: str, key: str) -> Any:
+    """The config value all runs share, or None when they differ (or none has it)."""
+    values = {repr(_config_value(run, section, key)) for run in runs}
+    return _config_value(runs[0], section, key) if len(values) == 1 else None
+
+
+def _howto_html(runs: list[RunRecord], val_clips: int | None) -> str:
+    """The "how to read this" box: what search val, final val and test are, and why they differ."""
+    epochs = _same(runs, "train", "epochs")
+    final_epochs = _same(runs, "train", "final_epochs")
+    segments, views = _same(runs, "train", "eval_segments"), _same(runs, "train", "eval_views")
+    trials = {len(run.trials) for run in runs}
+    n_trials = f"{trials.pop()} " if len(trials) == 1 else ""
+    epochs_text = f"train.epochs = {_e(epochs)}" if epochs is not None else "train.epochs"
+    final_text = f"train.final_epochs = {_e(final_epochs)}" if final_epochs is not None else "train.final_epochs"
+    retrain = ""
+    if epochs is not None and final_epochs is not None:
+        retrain = f" (for {_e(final_epochs)} epochs instead of {_e(epochs)})" if final_epochs != epochs else ""
+    ensemble = (f"{_e(segments)} temporal segment(s) × {_e(views)} spatial view(s)"
+                if segments is not None and views is not None else "several clips × views")
+    parts = [
+        '<div class="howto" id="how-to-read"><h2>How to read this report</h2><dl>',
+        "<dt>search val (best val over trials)</dt>",
+        f"<dd>Every trial trains one object set for {epochs_text} epochs and is scored on the val split. "
+        f"The search keeps the trial with the highest val accuracy, so this number is the maximum of {n_trials}"
+        "noisy scores on the same clips: it did the selecting, and it is <b>optimistic</b>.</dd>",
+        "<dt>final val</dt>",
+        f"<dd>The winning set retrained <b>from scratch</b> for {final_text} epochs (a new training run) and "
+        "scored on the same val split, one centred clip per video. Nothing was selected on it, so it is "
+        "usually below the search val.</dd>",
+        "<dt>test</dt>",
+        "<dd>That retrained model on the held-out <b>test</b> split, which the search never saw, averaging "
+        f"{ensemble} per video. It is the number to quote.</dd></dl>",
+        "<p><b>Why they differ.</b> Selection: the best of many noisy scores sits above its set's true "
+        f"accuracy (winner's curse). Retraining: a new run of the same set{retrain} lands elsewhere. "
+        "Sample size: the val and test splits are small",
+    ]
+    if val_clips:
+        parts.append(f" ({val_clips} val clips: one clip is {100.0 / val_clips:.1f} points of accuracy)")
+    parts.append(".</p>")
+    if len(runs) == 1:
+        run = runs[0]
+        final = run.results.get("final") or {}
+        best = run.results.get("best_trial") or {}
+        search_val, final_val, test = best.get("val_accuracy"), final.get("val_accuracy"), run.test_accuracy()
+        facts = [f"search val {_acc(search_val)} (iteration {_e(best.get('iteration', '?'))} of {len(run.trials)})"]
+        if final:
+            drop = ""
+            if isinstance(search_val, (int, float)) and isinstance(final_val, (int, float)):
+                delta = float(final_val) - float(search_val)
+                clips = f" = {abs(delta) * val_clips:.0f} of {val_clips} val clips" if val_clips else ""
+                drop = f" ({delta:+.4f}{clips})"
+            facts.append(f"final val {_acc(final_val)}{drop}")
+            samples = (final.get("test") or {}).get("num_samples")
+            facts.append(f"test {_acc(test)}" + (f" on {_e(samples)} clips" if samples else ""))
+        else:
+            facts.append("no final training (search only)")
+        noise = ""
+        if final and val_clips and all(isinstance(v, (int, float)) for v in (search_val, final_val)):
+            middle = (float(search_val) + float(final_val)) / 2.0
+            error = math.sqrt(max(middle * (1.0 - middle), 0.0) / val_clips)
+            within = abs(float(final_val) - float(search_val)) <= 2.0 * error
+            noise = (f" With {val_clips} val clips, one standard error of an accuracy near {middle:.2f} is about "
+                     f"±{error:.3f}: the gap between search val and final val is "
+                     + ("within two of them, so noise alone could explain it." if within
+                        else "beyond two of them, more than noise alone."))
+        parts.append(f"<p><b>In this run:</b> {' → '.join(facts)}.{noise}</p>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _run_val_clips(confusions: list[Confusion | None]) -> int | None:
+    for confusion in confusions:
+        if confusion is not None and confusion.split == "val" and confusion.clips:
+            return confusion.clips
+    return None
+
+
+def _short_path(path: str, run_dir: str) -> str:
+    """``path`` relative to the run folder when it lies inside it (captions stay short)."""
+    if os.path.isabs(path) and os.path.commonpath([os.path.abspath(path), run_dir]) == run_dir:
+        return os.path.relpath(path, run_dir)
+    return path
+
+
+_CONFUSION_TITLES = {
+    "search-val": "best trial (search), val",
+    "final-val": "final model (retrained), val",
+    "final-test": "final model (retrained), test",
+}
+
+
+def _confusion_html(run: RunRecord, index: int, out_dir: str, report: Report,
+                    shown: dict[str, Confusion], missing: list[str]) -> str:
+    """Confusion-matrix PNGs (best trial on val, final model on val and test) with captions."""
+    notes = "".join(_note(text) for text in missing)
+    if not shown:
+        return f"<h3>Confusion matrices</h3>{notes}" if notes else ""
+    figures = []
+    for kind, confusion in shown.items():
+        png = plots.confusion_heatmap(
+            confusion.matrix, confusion.labels, os.path.join(out_dir, f"confusion_{index}_{kind}.png"),
+            title=f"{_CONFUSION_TITLES[kind]}: {run.name}",
+        )
+        report.pngs.append(png)
+        figures.append(
+            f'<figure class="confusion" data-kind="{kind}" data-clips="{confusion.clips}">'
+            f"{_img(png, f'confusion matrix, {_CONFUSION_TITLES[kind]}')}"
+            f"<figcaption><b>{_e(_CONFUSION_TITLES[kind])}</b>: {confusion.clips} clips, accuracy "
+            f"{_acc(confusion.accuracy)}. Source: <code>{_e(_short_path(confusion.source, run.path))}</code>"
+            "</figcaption></figure>"
+        )
+    return ("<h3>Confusion matrices</h3><p>Rows: true action; columns: predicted action (the dataset's label "
+            "order). Colour: share of the row's clips (row-normalised); numbers: clip counts (zeros left out; "
+            "the diagonal, in bold, is correct).</p>"
+            f'<div class="figs">{"".join(figures)}</div>{notes}')
+
+
+def _overlay_html(run: RunRecord, index: int, out_dir: str, report: Report) -> str:
+    body = ["<h3>Val clips with the best set's likelihood maps</h3>"]
+    overlay = load_overlay(run.results, run.path)
+    for text in overlay.notes:
+        report.notes.append(f"{run.name}: {text}")
+        body.append(_note(text))
+    if not overlay.videos:
+        return "".join(body)
+    png, legend = plots.overlay_grid(
+        overlay.videos, overlay.classes, os.path.join(out_dir, f"overlay_{index}.png"),
+        title=f"best set of {run.name}", regions=list(overlay.regions),
+    )
+    report.pngs.append(png)
+    level = f"{plots.MAP_LEVEL:g}"
+    caption = [f"Frames in their own colours. Object classes are outlined (lightly filled) where their map reaches {level}."]
+    if legend.regions:
+        why = "; ".join(f"{_e(text)}: {_e(overlay.regions[text])}" for text in legend.regions)
+        caption.append(f" Scene regions would cover the frame, so they are drawn only in the last column "
+                       f"(the middle frame, tinted): {why}.")
+    caption.append(" The legends list only the classes drawn in these frames: "
+                   f'<span class="legend-objects">objects: {_e(", ".join(legend.objects)) or "none"}</span>; '
+                   f'<span class="legend-regions">regions: {_e(", ".join(legend.regions)) or "none"}</span>.')
+    if legend.absent:
+        caption.append(f' <span class="legend-absent">Not drawn (map below {level} in every shown frame): '
+                       f"{_e(', '.join(legend.absent))}</span>.")
+    body.append(f"<figure class=\"overlay\">{_img(png, f'frames with maps, {run.name}')}"
+                f"<figcaption>{''.join(caption)}</figcaption></figure>")
+    return "".join(body)
 
 
 def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "auto") -> Report:
@@ -220,10 +387,41 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
     series: dict[str, list[list[float | None]]] = {}
     for run in runs:
         series.setdefault(run.group, []).append([t.get("val_accuracy") for t in run.trials])
+    references: dict[str, float | None] = {}
+    if len(runs) == 1 and runs[0].results.get("final"):
+        references = {"final val (retrained)": runs[0].results["final"].get("val_accuracy"),
+                      "test (retrained)": runs[0].test_accuracy()}
     accuracy_png = plots.accuracy_over_iterations(
-        series, os.path.join(out_dir, "accuracy.png"), title=f"val accuracy over iterations: {title}"
+        series, os.path.join(out_dir, "accuracy.png"), title=f"val accuracy over iterations: {title}",
+        references=references,
     )
     report.pngs.append(accuracy_png)
+    low, high, zoomed = plots.accuracy_axis(series, references)
+    accuracy_caption = ("Dots: each trial's val accuracy; line: the best so far (what the search val reports)."
+                        if len(runs) == 1 else "Lines: best val so far (mean over a searcher's runs, band: min–max).")
+    if references:
+        accuracy_caption += (" Dashed/dotted lines: the winning set retrained from scratch, on val and on test"
+                             " (see “How to read this report”).")
+    zoom_html = (f'<p class="note" id="accuracy-zoom">{_e(plots.zoom_note(low, high))}.</p>' if zoomed else "")
+
+    confusions: dict[int, dict[str, Confusion]] = {}
+    confusion_notes: dict[int, list[str]] = {}
+    for index, run in enumerate(runs):
+        shown: dict[str, Confusion] = {}
+        search, why = best_trial_confusion(run)
+        notes = []
+        if search is not None:
+            shown["search-val"] = search
+        elif run.results.get("best_trial"):
+            notes.append(f"best trial: {why}")
+        finals, final_notes = final_confusions(run)
+        for split, confusion in finals.items():
+            shown[f"final-{split}"] = confusion
+        notes += [f"final model: {note}" for note in final_notes]
+        report.notes += [f"{run.name}: {note}" for note in notes]
+        confusions[index] = dict(sorted(shown.items(), key=lambda item: list(_CONFUSION_TITLES).index(item[0])))
+        confusion_notes[index] = notes
+    val_clips = _run_val_clips([c for shown in confusions.values() for c in shown.values()])
 
     overlay_runs = set()
     if overlays == "all" or (overlays == "auto" and len(runs) == 1):
@@ -255,19 +453,9 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
             body += ["<h3>Class-wise val accuracy over iterations</h3>", _img(heatmap, f"class-wise accuracy {run.name}")]
         else:
             body.append(_note("no class-wise accuracy recorded: heatmap skipped"))
+        body.append(_confusion_html(run, index, out_dir, report, confusions[index], confusion_notes[index]))
         if index in overlay_runs:
-            body.append("<h3>Val clips with the best set's likelihood maps</h3>")
-            overlay = load_overlay(run.results, run.path)
-            for text in overlay.notes:
-                report.notes.append(f"{run.name}: {text}")
-                body.append(_note(text))
-            if overlay.videos:
-                png = plots.overlay_grid(
-                    overlay.videos, overlay.classes, os.path.join(out_dir, f"overlay_{index}.png"),
-                    title=f"best set of {run.name}",
-                )
-                report.pngs.append(png)
-                body.append(_img(png, f"frames with maps, {run.name}"))
+            body.append(_overlay_html(run, index, out_dir, report))
         iterations = best_so_far([t.get("val_accuracy") for t in run.trials])
         summary = (f"{_e(run.name)}: {_e(run.group)}, {len(run.trials)} trials, "
                    f"best val {_acc(iterations[-1] if iterations else None)}")
@@ -280,8 +468,11 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
         f"<title>A2O report: {_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>A2O report: {_e(title)}</h1>"
         f"<p>{len(runs)} run(s) under <code>{_e(os.path.abspath(run_dir))}</code>; generated {_e(generated)}.</p>"
-        "<h2>Overview</h2>" + _overview_table(runs) + _group_table(runs)
-        + "<h2>Accuracy over iterations</h2>" + _img(accuracy_png, "val accuracy over iterations")
+        + _howto_html(runs, val_clips)
+        + "<h2>Overview</h2>" + _overview_table(runs) + _group_table(runs)
+        + "<h2>Accuracy over iterations</h2>"
+        + f'<figure class="accuracy">{_img(accuracy_png, "val accuracy over iterations")}'
+        + f"<figcaption>{_e(accuracy_caption)}</figcaption></figure>" + zoom_html
         + "<h2>Runs</h2>" + "".join(sections) + "</body></html>\n"
     )
     tmp = report.html_path + ".tmp"

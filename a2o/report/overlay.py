@@ -17,7 +17,11 @@ import numpy as np
 
 from a2o.errors import A2OError
 
-__all__ = ["OverlayData", "load_overlay"]
+__all__ = ["OverlayData", "load_overlay", "region_classes", "REGION_COVERAGE"]
+
+REGION_COVERAGE = 0.35
+"""A class whose map covers at least this share of the shown frames (at level 0.5) is drawn as a
+region even when no world vocabulary says so: a box detector's "table" or "floor" covers the frame."""
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,61 @@ class OverlayData:
     """(video_id, label, frames (N, H, W, 3) uint8, maps (N, C, H, W) uint8)."""
     notes: list[str] = field(default_factory=list)
     """Why some or all of the overlay is missing (shown in the report)."""
+    regions: dict[str, str] = field(default_factory=dict)
+    """Classes drawn as scene regions (apart from the objects), each with the reason why."""
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def region_classes(
+    classes: list[str],
+    info: dict[str, Any] | None,
+    videos: list[tuple[str, str, np.ndarray, np.ndarray]],
+    *,
+    coverage: float = REGION_COVERAGE,
+) -> dict[str, str]:
+    """Which of ``classes`` are scene regions, and why: {class text: reason}.
+
+    A class is a region when the world's ``dataset.json`` (``info``; None for datasets without
+    one) lists it under ``vocabulary.regions``, or its lexicon entry names only region channels
+    (e.g. "countertop" -> counter); or, whatever the dataset, when its map covers at least
+    ``coverage`` of the shown frames (``videos`` as in :class:`OverlayData`).
+    """
+    reasons: dict[str, str] = {}
+    info = info if isinstance(info, dict) else {}
+    vocabulary = info.get("vocabulary") if isinstance(info.get("vocabulary"), dict) else {}
+    names = {_norm(r) for r in (vocabulary.get("regions") or [])}
+    lexicon = {_norm(k): v for k, v in (info.get("lexicon") or {}).items()} if isinstance(info.get("lexicon"), dict) else {}
+    for text in classes:
+        if _norm(text) in names:
+            reasons[text] = "a region of the world's vocabulary"
+            continue
+        targets = [str(entry[0]) for entry in (lexicon.get(_norm(text)) or []) if isinstance(entry, (list, tuple)) and entry]
+        if names and targets and all(_norm(t) in names for t in targets):
+            reasons[text] = f"the world's lexicon maps it to the region(s) {', '.join(targets)}"
+    if videos:
+        for index, text in enumerate(classes):
+            if text in reasons:
+                continue
+            share = float(np.mean([(maps[:, index] >= 128).mean() for _, _, _, maps in videos]))
+            if share >= coverage:
+                reasons[text] = f"its map covers {share:.0%} of the shown frames"
+    return reasons
+
+
+def _dataset_info(cfg) -> dict[str, Any] | None:
+    """The world's dataset.json for a synthetic dataset; None for other datasets or when unreadable."""
+    if cfg.data.dataset != "synthetic" or not cfg.data.root:
+        return None
+    from a2o.data.synth.reader import load_dataset_info
+
+    try:
+        return load_dataset_info(cfg.data.root)
+    except (OSError, ValueError, A2OError) as exc:
+        log.debug("no dataset.json under %s: %s", cfg.data.root, exc)
+        return None
 
 
 def _storage_candidates(config: dict[str, Any], run_dir: str) -> list[str]:
@@ -124,4 +183,6 @@ def load_overlay(
         data.notes.append(f"the map cache has no entry for {detail}; those clips are not shown")
     if not data.videos:
         data.notes.append("no val clip has cached maps for every class of the best set: overlay skipped")
+        return data
+    data.regions = region_classes(classes, _dataset_info(cfg), data.videos)
     return data

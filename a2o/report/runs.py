@@ -7,6 +7,7 @@ folder (e.g. the benchmark's ``--out``) holds several, at any depth up to :data:
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -15,7 +16,17 @@ from typing import Any
 
 from a2o.errors import DataError
 
-__all__ = ["RunRecord", "find_runs", "group_label", "class_diff", "best_so_far", "MAX_DEPTH"]
+__all__ = [
+    "RunRecord",
+    "Confusion",
+    "find_runs",
+    "group_label",
+    "class_diff",
+    "best_so_far",
+    "best_trial_confusion",
+    "final_confusions",
+    "MAX_DEPTH",
+]
 
 MAX_DEPTH = 4
 RESULTS_NAME = "results.json"
@@ -117,3 +128,194 @@ def best_so_far(values: list[float | None]) -> list[float | None]:
             best = float(value)
         out.append(best)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Confusion matrices: where a run already keeps them (nothing is recomputed).
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """One evaluation's confusion matrix: rows = true action, columns = predicted, in ``labels`` order."""
+
+    matrix: list[list[int]]
+    labels: list[str]
+    split: str
+    """"val" or "test"."""
+    source: str
+    """Where it was read from (shown in the report)."""
+
+    @property
+    def clips(self) -> int:
+        return int(sum(sum(row) for row in self.matrix))
+
+    @property
+    def accuracy(self) -> float | None:
+        total = self.clips
+        return sum(self.matrix[i][i] for i in range(len(self.matrix))) / total if total else None
+
+
+def _matrix(value: Any, size: int | None = None) -> list[list[int]] | None:
+    """``value`` as a square list of lists of non-negative ints (of ``size`` when given), else None."""
+    if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
+        return None
+    if any(len(row) != len(value) for row in value) or (size is not None and len(value) != size):
+        return None
+    try:
+        matrix = [[int(x) for x in row] for row in value]
+    except (TypeError, ValueError):
+        return None
+    return matrix if all(x >= 0 for row in matrix for x in row) else None
+
+
+def _agrees(confusion: Confusion, accuracy: Any) -> bool:
+    """Does the matrix give the accuracy the run recorded (same evaluation), or is none recorded?"""
+    if not _finite(accuracy):
+        return True
+    return confusion.accuracy is not None and abs(confusion.accuracy - float(accuracy)) < 1e-6
+
+
+def _storage_dirs(run: RunRecord) -> list[str]:
+    """Local folders that may hold the run's tune/, train/ and best/: the run folder, then storage.root."""
+    dirs = [run.path]
+    root = str(((run.results.get("config") or {}).get("storage") or {}).get("root") or "")
+    root = root.removeprefix("file://")
+    if root and "://" not in root and os.path.isabs(root) and os.path.abspath(root) != run.path:
+        dirs.append(os.path.abspath(root))
+    return dirs
+
+
+def _run_labels(run: RunRecord) -> list[str]:
+    final = run.results.get("final") or {}
+    return [str(label) for label in (final.get("labels") or [])]
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _last_tune_result(directory: str) -> dict[str, Any] | None:
+    """The last result a Tune trial reported (its folder's result.json holds one JSON object a line)."""
+    try:
+        with open(os.path.join(directory, "result.json"), encoding="utf-8") as fh:
+            lines = [line for line in fh if line.strip()]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _from_recognizer(path: str, labels: list[str], split: str) -> Confusion | None:
+    """The val confusion a checkpoint's recognizer.json keeps (``extra.confusion``, last epoch)."""
+    meta = _read_json(path)
+    if meta is None:
+        return None
+    own = [str(label) for label in (meta.get("labels") or [])]
+    labels = labels or own
+    matrix = _matrix((meta.get("extra") or {}).get("confusion"), len(labels) if labels else None)
+    if matrix is None or (own and own != labels):
+        return None
+    return Confusion(matrix, labels, split, path)
+
+
+def best_trial_confusion(run: RunRecord) -> tuple[Confusion | None, str]:
+    """The val confusion matrix of the run's best trial, and where it came from (or why there is none).
+
+    Read from where the search left it: the last result the trial reported to Tune
+    (``tune/<experiment>/<trial folder>/result.json``, key ``confusion``), else the trial's last
+    checkpoint (``train/<trial name>/checkpoint_*/model/recognizer.json``, ``extra.confusion``).
+    A matrix whose accuracy differs from the trial's recorded val accuracy is not used.
+    """
+    best = run.results.get("best_trial") or {}
+    trial_id = str(best.get("trial_id") or "")
+    if not trial_id:
+        return None, "the run has no best trial"
+    labels = _run_labels(run)
+    experiment = str(((run.results.get("config") or {}).get("storage") or {}).get("experiment_name") or "")
+    candidates: list[tuple[str, str]] = []  # (kind, path)
+    for root in _storage_dirs(run):
+        tune_dirs = sorted(glob.glob(os.path.join(glob.escape(root), "tune", glob.escape(experiment) if experiment else "*", "*")))
+        for directory in tune_dirs:
+            if f"_{trial_id}_" not in os.path.basename(directory) and not os.path.basename(directory).endswith(f"_{trial_id}"):
+                continue
+            last = _last_tune_result(directory)
+            if last is None:
+                continue
+            candidates.append(("tune", os.path.join(directory, "result.json")))
+            checkpoint = last.get("checkpoint_path")
+            if isinstance(checkpoint, str):
+                candidates.append(("checkpoint", os.path.join(checkpoint.removeprefix("file://"), "model", "recognizer.json")))
+        pattern = os.path.join(glob.escape(root), "train", f"*{glob.escape(trial_id)}*", "checkpoint_*", "model", "recognizer.json")
+        candidates += [("checkpoint", path) for path in sorted(glob.glob(pattern), reverse=True)]
+    rejected = []
+    for kind, path in candidates:
+        if kind == "tune":
+            last = _last_tune_result(os.path.dirname(path)) or {}
+            matrix = _matrix(last.get("confusion"), len(labels) if labels else None)
+            confusion = Confusion(matrix, labels, "val", path) if matrix is not None and labels else None
+        else:
+            confusion = _from_recognizer(path, labels, "val")
+        if confusion is None:
+            continue
+        if _agrees(confusion, best.get("val_accuracy")):
+            return confusion, path
+        rejected.append(path)
+    if rejected:
+        return None, (f"the confusion matrices found for trial {trial_id} ({', '.join(rejected)}) do not give its "
+                      f"val accuracy {best.get('val_accuracy')}")
+    return None, (f"no confusion matrix recorded for trial {trial_id} (looked in tune/…/result.json and "
+                  "train/…/checkpoint_*/model/recognizer.json)")
+
+
+def final_confusions(run: RunRecord) -> tuple[dict[str, Confusion], list[str]]:
+    """The final model's confusion matrices, {"val": …, "test": …} (those the run has), and notes.
+
+    test: ``results.json`` final.test.confusion_matrix (the clip × view evaluation on the test
+    split); val: ``final.val_confusion_matrix`` when results.json has it, else the final model's
+    ``best/model/recognizer.json`` (``extra.confusion``, its last epoch on val), else its checkpoint
+    under ``train/final/``.
+    """
+    final = run.results.get("final") or {}
+    found: dict[str, Confusion] = {}
+    notes: list[str] = []
+    if not final:
+        return found, notes
+    labels = _run_labels(run)
+    test = final.get("test") or {}
+    matrix = _matrix(test.get("confusion_matrix"), len(labels) if labels else None)
+    if matrix is not None and labels:
+        confusion = Confusion(matrix, labels, "test", "results.json: final.test.confusion_matrix")
+        samples = test.get("num_samples")
+        if isinstance(samples, int) and samples != confusion.clips:
+            notes.append(f"the test confusion matrix counts {confusion.clips} clips, but {samples} were evaluated")
+        found["test"] = confusion
+    elif test:
+        notes.append("results.json has no usable test confusion matrix")
+    matrix = _matrix(final.get("val_confusion_matrix"), len(labels) if labels else None)
+    if matrix is not None and labels:
+        found["val"] = Confusion(matrix, labels, "val", "results.json: final.val_confusion_matrix")
+    else:
+        paths = []
+        for root in _storage_dirs(run):
+            paths.append(os.path.join(root, "best", "model", "recognizer.json"))
+            pattern = os.path.join(glob.escape(root), "train", "final", "checkpoint_*", "model", "recognizer.json")
+            paths += sorted(glob.glob(pattern), reverse=True)
+        for path in paths:
+            confusion = _from_recognizer(path, labels, "val")
+            if confusion is not None and _agrees(confusion, final.get("val_accuracy")):
+                found["val"] = confusion
+                break
+        else:
+            notes.append("no val confusion matrix of the final model found (best/model/recognizer.json)")
+    return found, notes

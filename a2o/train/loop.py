@@ -204,6 +204,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = {
             "val_accuracy": val_accuracy,
             "classwise_accuracy": classwise_from_confusion(confusion_np, list(inputs.labels)),
+            # rows = true action, cols = predicted, in inputs.labels order (the report draws it)
+            "confusion": confusion_np.tolist(),
             "loss": float(loss_stats[0] / max(1.0, float(loss_stats[1]))),
             "epoch": epoch,
             "classes": list(inputs.classes),

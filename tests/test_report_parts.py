@@ -1,0 +1,140 @@
+"""The report's parts on hand-made data: accuracy axis zoom, confusion matrix figure, overlay
+legend, region classes, and where the confusion matrices of a run are found."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+
+def test_accuracy_axis_zooms_to_a_small_span_and_says_so():
+    from a2o.report import plots
+
+    series = {"icrl": [[0.95, 0.9875, None, 0.9625]]}
+    references = {"final val (retrained)": 0.9125, "test (retrained)": 0.9}
+    figure = plots.accuracy_figure(series, title="t", references=references)
+    low, high = figure.axes[0].get_ylim()
+    assert 0.8 < low < 0.9 and 0.9875 < high <= 1.01  # 0.90 … 0.9875 plus a margin, not 0–1
+    notes = [t.get_text() for t in figure.axes[0].texts]
+    assert notes == [plots.zoom_note(low, high)] and "not 0–1" in notes[0]
+    # The horizontal lines of the retrained model are drawn and named in the legend.
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "final val (retrained): 0.912" in legend and "test (retrained): 0.900" in legend
+
+
+def test_accuracy_axis_stays_0_1_for_a_wide_span():
+    from a2o.report import plots
+
+    figure = plots.accuracy_figure({"random": [[0.05, 0.5, 0.97]]}, title="t")
+    assert figure.axes[0].get_ylim() == pytest.approx(plots.FULL_SCALE)
+    assert len(figure.axes[0].texts) == 0
+    assert plots.accuracy_limits([0.5, 0.5]) == pytest.approx((0.47, 0.53, True))  # a flat run: ± min_span / 2
+    assert plots.accuracy_limits([None]) == (*plots.FULL_SCALE, False)
+
+
+def test_confusion_figure_counts_sum_to_the_clips():
+    from a2o.report import plots
+
+    matrix = [[5, 1, 0], [0, 0, 0], [2, 0, 7]]  # label "b" has no clip: a blank row
+    figure = plots.confusion_figure(matrix, ["a", "b", "c $x$"], title="final, test")
+    axes = figure.axes[0]
+    counts = [int(t.get_text()) for t in axes.texts]
+    assert sum(counts) == 15 and sorted(counts) == [1, 2, 5, 7]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["a", "b", r"c \$x\$"]
+    assert "15 clips, accuracy 0.800" in axes.get_title()
+    rates = axes.images[0].get_array()
+    assert rates[0, 0] == pytest.approx(5 / 6) and rates.mask[1].all()
+    with pytest.raises(ValueError):
+        plots.confusion_figure(matrix, ["a", "b"], title="x")
+
+
+def _video(maps_by_class, frames=2, size=16):
+    frames_rgb = np.full((frames, size, size, 3), 120, dtype=np.uint8)
+    maps = np.zeros((frames, len(maps_by_class), size, size), dtype=np.uint8)
+    for index, value in enumerate(maps_by_class):
+        if value == "blob":
+            maps[:, index, 4:8, 4:8] = 255
+        elif value == "faint":
+            maps[:, index, 4:8, 4:8] = 100  # below the drawing level 0.5
+        elif value == "all":
+            maps[:, index] = 230
+    return ("v0", "lifting box", frames_rgb, maps)
+
+
+def test_overlay_legend_lists_only_classes_drawn():
+    from a2o.report import plots
+
+    classes = ["box", "ghost", "faint", "table"]
+    figure, legend = plots.overlay_figure([_video(["blob", None, "faint", "all"])], classes, title="t",
+                                          regions=["table"])
+    assert legend.objects == ["box"] and legend.regions == ["table"] and legend.absent == ["ghost", "faint"]
+    labels = {t.get_text() for drawn in figure.legends for t in drawn.get_texts()}
+    assert labels == {"box", "table"}
+    # 2 frame columns + 1 region column; the frames themselves are drawn in RGB, not grey.
+    assert len(figure.axes) == 3
+    shown = figure.axes[0].images[0].get_array()
+    assert shown.shape == (16, 16, 3)
+    # Without any region drawn there is no region column.
+    figure, legend = plots.overlay_figure([_video(["blob", None, None, None])], classes, title="t", regions=["table"])
+    assert len(figure.axes) == 2 and legend.regions == [] and len(figure.legends) == 1
+
+
+def test_region_classes_from_the_world_and_from_coverage():
+    from a2o.report.overlay import region_classes
+
+    info = {"vocabulary": {"regions": ["floor", "counter"]}, "lexicon": {"countertop": [["counter", 1.0]],
+                                                                        "cup": [["cup", 1.0]]}}
+    videos = [_video(["blob", "all", None, None, "blob"])]
+    classes = ["cup", "table", "floor", "countertop", "Floor "]
+    reasons = region_classes(classes, info, videos)
+    assert set(reasons) == {"table", "floor", "countertop", "Floor "}
+    assert "covers 100%" in reasons["table"] and "vocabulary" in reasons["floor"] and "lexicon" in reasons["countertop"]
+    assert region_classes(["cup", "table"], None, videos) == {"table": reasons["table"]}  # no dataset.json
+    assert region_classes(["cup"], None, []) == {}
+
+
+def _run(tmp_path, results):
+    from a2o.report.runs import find_runs
+
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    return find_runs(str(tmp_path))[0]
+
+
+def test_confusions_are_found_where_a_run_keeps_them(tmp_path):
+    from a2o.report.runs import best_trial_confusion, final_confusions
+
+    labels = ["a", "b"]
+    best = {"iteration": 2, "trial_id": "abc123", "val_accuracy": 0.75}
+    results = {"trials": [best], "best_trial": best,
+               "config": {"storage": {"root": str(tmp_path), "experiment_name": "exp"}},
+               "final": {"labels": labels, "val_accuracy": 0.5,
+                         "test": {"confusion_matrix": [[2, 0], [1, 2]], "num_samples": 6}}}
+    run = _run(tmp_path, results)
+    confusion, why = best_trial_confusion(run)
+    assert confusion is None and "abc123" in why
+
+    # The trial's checkpoint (no Tune result with a matrix): used when it gives the trial's accuracy.
+    checkpoint = tmp_path / "train" / "run_trial_abc123" / "checkpoint_2026" / "model"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "recognizer.json").write_text(json.dumps({"labels": labels, "extra": {"confusion": [[3, 1], [1, 3]]}}))
+    confusion, source = best_trial_confusion(run)
+    assert confusion is not None and confusion.clips == 8 and confusion.accuracy == 0.75
+    assert source.endswith("checkpoint_2026/model/recognizer.json")
+    # A matrix of another evaluation (accuracy 0.5, not 0.75) is refused.
+    (checkpoint / "recognizer.json").write_text(json.dumps({"labels": labels, "extra": {"confusion": [[1, 1], [1, 1]]}}))
+    confusion, why = best_trial_confusion(run)
+    assert confusion is None and "do not give its val accuracy 0.75" in why
+
+    found, notes = final_confusions(run)
+    assert set(found) == {"test"} and found["test"].clips == 5
+    assert any("counts 5 clips, but 6 were evaluated" in n for n in notes)
+    assert any("no val confusion matrix" in n for n in notes)
+    (tmp_path / "best" / "model").mkdir(parents=True)
+    (tmp_path / "best" / "model" / "recognizer.json").write_text(
+        json.dumps({"labels": labels, "extra": {"confusion": [[1, 1], [1, 1]]}}))
+    found, _ = final_confusions(run)
+    assert found["val"].matrix == [[1, 1], [1, 1]] and found["val"].split == "val"
