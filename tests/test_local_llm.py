@@ -348,7 +348,7 @@ def test_no_process_left_after_interpreter_exit_or_ctrl_c(tmp_path, fake_script,
         else:
             proc.stdin.write("\n")
             proc.stdin.flush()
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)  # once exceeded 30 s in a full-suite run (2 s alone)
     finally:
         if proc.poll() is None:
             proc.kill()
