@@ -415,6 +415,8 @@ class ICRLSearcher(Searcher):
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a2o-llm")
             self._future = self._executor.submit(self._run_job, self._prepare_job())
+            logger.info("proposal %d of %d: asking the LLM (%d completed trials in the prompt)",
+                        len(self._tried) + 1, self.num_trials, len(self.history))
             return None
         if not self._future.done():
             return None
