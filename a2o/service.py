@@ -251,19 +251,15 @@ def preflight_inputs(cfg: ExperimentConfig) -> None:
     and, for a private local cluster, whether one trial fits this machine's cores and GPUs.
     """
     from a2o.data.manifest import check_data_root
-    from a2o.errors import ConfigError, ResourceError
+    from a2o.detect.learned_train import check_learned_pairing
+    from a2o.errors import ConfigError
 
     check_data_root(cfg.data)
     if cfg.data.dataset == "synthetic":
         from a2o.data.synth.spec import load_world_spec
 
         load_world_spec(cfg.data.synth_preset)  # a bad preset name or spec fails here, with the fix
-    if cfg.detect.detector == "learned" and cfg.data.dataset != "synthetic":
-        raise ConfigError(
-            f"detect.detector: 'learned' is trained on A2O-Synth's ground-truth masks, but data.dataset "
-            f"is {cfg.data.dataset!r}; use detect.detector: grounded_sam2 (open vocabulary) for this "
-            "dataset, or annotation for oracle maps from its boxes"
-        )
+    check_learned_pairing(cfg)
     if cfg.search.searcher == "ood" and cfg.search.ood_history and "://" not in cfg.search.ood_history:
         if not os.path.isfile(cfg.search.ood_history):
             raise ConfigError(
@@ -271,21 +267,14 @@ def preflight_inputs(cfg: ExperimentConfig) -> None:
                 "of a finished run on another dataset"
             )
     if not (cfg.ray.address or os.environ.get("RAY_ADDRESS")):  # a private local cluster: this machine
-        from a2o.train.trial import TRIAL_DRIVER_CPUS
+        from a2o.train.trial import TRIAL_DRIVER_CPUS, check_resources
 
         t = cfg.train
-        have_cpu = float(cfg.ray.num_cpus or os.cpu_count() or 1)
-        need_cpu = t.num_workers * t.cpus_per_worker + TRIAL_DRIVER_CPUS
-        need_gpu = t.num_workers * t.gpus_per_worker
-        have_gpu = _local_gpus() if need_gpu else 0
-        if need_cpu > have_cpu + 1e-9 or need_gpu > have_gpu + 1e-9:
-            raise ResourceError(
-                f"one trial asks for {t.num_workers} worker(s) x ({t.cpus_per_worker:g} CPU, "
-                f"{t.gpus_per_worker:g} GPU) + {TRIAL_DRIVER_CPUS:g} CPU for its driver = {need_cpu:g} CPU, "
-                f"{need_gpu:g} GPU, but the local Ray cluster will have {have_cpu:g} CPU, {have_gpu:g} GPU. "
-                "Lower train.num_workers / train.cpus_per_worker / train.gpus_per_worker, raise "
-                "ray.num_cpus, or set ray.address to a larger cluster"
-            )
+        check_resources(
+            t.num_workers, t.cpus_per_worker, t.gpus_per_worker, reserved_cpus=TRIAL_DRIVER_CPUS,
+            capacity=(float(cfg.ray.num_cpus or os.cpu_count() or 1), float(_local_gpus() if t.gpus_per_worker else 0)),
+            where="the local Ray cluster (ray.num_cpus, else this machine's cores)",
+        )
 
 
 def _local_gpus() -> int:

@@ -44,6 +44,9 @@ def test_frozen():
         (["train.lrr=1"], "Did you mean 'train.lr'"),
         (["trian.lr=1"], "Did you mean 'train'"),
         (["search.searcher=icrll"], "Did you mean 'icrl'"),
+        # Too far from 'lr' by the leaf name alone: the full dotted names find it.
+        (["train.lr_typo=1"], "Did you mean 'train.lr'"),
+        (["detect.learned_epoch=3"], "Did you mean 'detect.learned_epochs'"),
     ],
 )
 def test_unknown_key_names_closest(overrides, fragment):
@@ -93,3 +96,20 @@ def test_cli_config_show_and_error(tmp_path, capsys):
     assert "lr: 0.5" in capsys.readouterr().out
     assert main(["config", "show", "--set", "train.lrr=0.5"]) == 1
     assert "train.lr" in capsys.readouterr().err
+
+
+def test_preflight_fails_before_ray_on_a_bad_root_a_bad_pairing_or_a_trial_too_big(tmp_path, monkeypatch):
+    import ray
+
+    from a2o.errors import DataError, ResourceError
+    from a2o.service import preflight_inputs
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(DataError, match=r"data.root: .*nowhere.* does not exist"):
+        preflight_inputs(load_config(None, ["data.dataset=ssv2", f"data.root={tmp_path / 'nowhere'}"]))
+    with pytest.raises(ConfigError, match=r"detect.detector: 'learned'.*data.dataset is 'csv'"):
+        preflight_inputs(load_config(None, ["data.dataset=csv", f"data.root={tmp_path}", "detect.detector=learned"]))
+    with pytest.raises(ResourceError, match=r"= 4.5 CPU.*local Ray cluster \(ray.num_cpus.*\) has 2 CPU"):
+        preflight_inputs(load_config(None, [f"data.root={tmp_path}", "ray.num_cpus=2", "train.num_workers=4"]))
+    preflight_inputs(load_config(None, [f"data.root={tmp_path}", "ray.num_cpus=2"]))  # fits: no error
+    assert not ray.is_initialized()

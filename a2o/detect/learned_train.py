@@ -61,6 +61,7 @@ __all__ = [
     "train_learned_detector",
     "epochs_to_run",
     "ensure_learned_detector",
+    "check_learned_pairing",
 ]
 
 # One logger for the learned detector, whether it trains or detects.
@@ -212,31 +213,30 @@ def _fit(
     )
     history = []
     started = time.perf_counter()
-    bar = progress(num_epochs, "training the learned detector", log, unit="epochs")
-    for epoch in range(1, num_epochs + 1):
-        order = torch.randperm(num_items, generator=order_rng)
-        loss_sum = 0.0
-        for start in range(0, num_items, settings.batch_size):
-            index = order[start : start + settings.batch_size]
-            x = frames[index].to(device).float().div_(255.0)  # (B, 3, S, S)
-            y = targets[index].to(device).float().div_(255.0)  # (B, K, S, S)
-            logits = network(x)  # (B, K, S, S)
-            loss = F.binary_cross_entropy_with_logits(logits, y)
-            if settings.dice_weight > 0:
-                loss = loss + settings.dice_weight * _dice_loss(torch.sigmoid(logits), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(index)
-        elapsed = time.perf_counter() - started
-        history.append({"epoch": epoch, "loss": loss_sum / num_items, "elapsed_s": round(elapsed, 3)})
-        log.debug("learned detector: epoch %d/%d loss %.4f (%.1f s elapsed)", epoch, num_epochs,
-                  loss_sum / num_items, elapsed)
-        bar.update(1, postfix=f"loss {loss_sum / num_items:.3f}")
-        if on_epoch is not None:
-            on_epoch(epoch)
-    bar.close()
+    with progress(num_epochs, "training the learned detector", log, unit="epochs") as bar:
+        for epoch in range(1, num_epochs + 1):
+            order = torch.randperm(num_items, generator=order_rng)
+            loss_sum = 0.0
+            for start in range(0, num_items, settings.batch_size):
+                index = order[start : start + settings.batch_size]
+                x = frames[index].to(device).float().div_(255.0)  # (B, 3, S, S)
+                y = targets[index].to(device).float().div_(255.0)  # (B, K, S, S)
+                logits = network(x)  # (B, K, S, S)
+                loss = F.binary_cross_entropy_with_logits(logits, y)
+                if settings.dice_weight > 0:
+                    loss = loss + settings.dice_weight * _dice_loss(torch.sigmoid(logits), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += float(loss.detach()) * len(index)
+            elapsed = time.perf_counter() - started
+            history.append({"epoch": epoch, "loss": loss_sum / num_items, "elapsed_s": round(elapsed, 3)})
+            log.debug("learned detector: epoch %d/%d loss %.4f (%.1f s elapsed)", epoch, num_epochs,
+                      loss_sum / num_items, elapsed)
+            bar.update(1, postfix=f"loss {loss_sum / num_items:.3f}")
+            if on_epoch is not None:
+                on_epoch(epoch)
     return network.eval(), history
 
 
@@ -412,6 +412,16 @@ def _reuse(model_dir: str, spec: str, settings: LearnedTrainSettings) -> str:
     return model_dir
 
 
+def check_learned_pairing(cfg: ExperimentConfig) -> None:
+    """``detect.detector: learned`` needs A2O-Synth: it is trained on the generator's masks."""
+    if cfg.detect.detector == "learned" and cfg.data.dataset != "synthetic":
+        raise ConfigError(
+            f"detect.detector: 'learned' is trained on A2O-Synth's ground-truth masks, but data.dataset "
+            f"is {cfg.data.dataset!r}; use detect.detector: grounded_sam2 (open vocabulary) for this "
+            "dataset, or annotation for oracle maps from its boxes"
+        )
+
+
 def ensure_learned_detector(cfg: ExperimentConfig, *, device: torch.device | str | None = None) -> str | None:
     """Train the configured learned detector into ``detect.learned_model`` unless it is there.
 
@@ -422,12 +432,7 @@ def ensure_learned_detector(cfg: ExperimentConfig, *, device: torch.device | str
     """
     if cfg.detect.detector != "learned":
         return None
-    if cfg.data.dataset != "synthetic":
-        raise ConfigError(
-            f"detect.detector: 'learned' is trained on A2O-Synth's ground-truth masks, but data.dataset "
-            f"is {cfg.data.dataset!r}; use detect.detector: grounded_sam2 (open vocabulary) for this "
-            "dataset, or annotation for oracle maps from its boxes"
-        )
+    check_learned_pairing(cfg)
     if not cfg.detect.learned_model:
         raise ConfigError(
             "detect.learned_model: empty; load the config with a2o.config.load_config (or pass it "

@@ -51,18 +51,26 @@ def label_names(manifest) -> list[str]:
     return [pairs.get(i, f"label_{i}") for i in range(max(pairs) + 1)]
 
 
-def check_resources(num_workers: int, cpus_per_worker: float, gpus_per_worker: float, *, reserved_cpus: float = 0.0) -> None:
-    """Fail fast when the cluster cannot ever place the trial (Ray would wait forever)."""
-    import ray
+def check_resources(
+    num_workers: int, cpus_per_worker: float, gpus_per_worker: float, *, reserved_cpus: float = 0.0,
+    capacity: tuple[float, float] | None = None, where: str = "the cluster",
+) -> None:
+    """Fail fast when ``where`` can never place the trial (Ray would wait forever).
 
-    total = ray.cluster_resources()
+    ``capacity`` is (CPU, GPU); by default the connected cluster's (``ray.cluster_resources()``).
+    """
+    if capacity is None:
+        import ray
+
+        total = ray.cluster_resources()
+        capacity = (float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)))
+    have_cpu, have_gpu = capacity
     need_cpu = num_workers * cpus_per_worker + reserved_cpus
     need_gpu = num_workers * gpus_per_worker
-    have_cpu, have_gpu = float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
     if need_cpu > have_cpu + 1e-9 or need_gpu > have_gpu + 1e-9:
         raise ResourceError(
             f"the trial asks for {num_workers} worker(s) × ({cpus_per_worker} CPU, {gpus_per_worker} GPU)"
-            f" = {need_cpu:g} CPU, {need_gpu:g} GPU, but the cluster has {have_cpu:g} CPU, {have_gpu:g} GPU."
+            f" = {need_cpu:g} CPU, {need_gpu:g} GPU, but {where} has {have_cpu:g} CPU, {have_gpu:g} GPU."
             " Lower train.num_workers / train.cpus_per_worker / train.gpus_per_worker or grow the cluster."
         )
 
