@@ -231,6 +231,7 @@ def _trial_rows(results) -> list[dict[str, Any]]:
                 "weight_decay": config.get("weight_decay"),
                 "val_accuracy": float(acc) if valid else None,
                 "classwise_accuracy": metrics.get("classwise_accuracy") or {},
+                "confusion": metrics.get("confusion"),  # val, last epoch: rows true, cols predicted
                 "epochs": epochs,
                 "val_accuracy_per_epoch": (
                     [float(x) for x in history["val_accuracy"]] if history is not None and "val_accuracy" in history else []

@@ -70,6 +70,7 @@ def tiny_run(tmp_path_factory):
         _trial(3, [], None, labels, error="TrainingError: <boom> & co"),
         _trial(4, BEST, _accuracy(search_val), labels),
     ]
+    trials[3]["confusion"] = search_val  # as service._trial_rows writes it: the last epoch's val matrix
     results = {
         "config": config, "searcher": "icrl", "scheduler": "fifo", "trials": trials, "best_trial": trials[3],
         "searcher_stats": {"llm_calls": 3, "prompt_tokens": 900, "completion_tokens": 60, "llm_time_s": 2.5},
@@ -80,13 +81,7 @@ def tiny_run(tmp_path_factory):
                   "detector_fingerprint": "annotation"},
     }
     (root / "run" / "results.json").write_text(json.dumps(results))
-    # Where a real run keeps the val confusion matrices: the best trial's last Tune result (key
-    # "confusion", reported by the training loop) and the final model's recognizer.json.
-    trial_dir = root / "run" / "tune" / "rep" / "run_trial_t0004_4_classes=ball_hand_2026-01-01_00-00-00"
-    trial_dir.mkdir(parents=True)
-    lines = [{"val_accuracy": 0.1, "epoch": 1, "confusion": _confusion([0], len(labels), wrong=1), "trial_id": "t0004"},
-             {"val_accuracy": _accuracy(search_val), "epoch": 2, "confusion": search_val, "trial_id": "t0004"}]
-    (trial_dir / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # The final model's val confusion matrix, where a real run keeps it: best/'s recognizer.json.
     (root / "run" / "best" / "model").mkdir(parents=True)
     (root / "run" / "best" / "model" / "recognizer.json").write_text(json.dumps(
         {"labels": labels, "classes": BEST, "extra": {"confusion": final_val, "metrics": {}}}))
@@ -160,7 +155,7 @@ def test_report_explains_itself(tiny_run, tmp_path):
                        "final-test": str(results["final"]["test"]["num_samples"])}
     for kind in figures:
         assert os.path.getsize(tmp_path / "rep" / f"confusion_0_{kind}.png") > 5000
-    assert "<code>tune/rep/run_trial_t0004_4_classes=ball_hand_2026-01-01_00-00-00/result.json</code>" in page
+    assert "<code>results.json: best_trial.confusion</code>" in page
 
     # Overlay legend: exactly the classes whose map reaches 0.5 in the shown frames; regions apart.
     overlay = load_overlay(results, str(run))

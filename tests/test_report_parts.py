@@ -129,6 +129,12 @@ def test_confusions_are_found_where_a_run_keeps_them(tmp_path):
     confusion, why = best_trial_confusion(run)
     assert confusion is None and "do not give its val accuracy 0.75" in why
 
+    # results.json's own copy (the trial row) comes first, under the same accuracy check.
+    results["best_trial"] = dict(best, confusion=[[2, 0], [1, 1]])  # accuracy 0.75
+    run = _run(tmp_path, results)
+    confusion, source = best_trial_confusion(run)
+    assert source == "results.json: best_trial.confusion" and confusion.matrix == [[2, 0], [1, 1]]
+
     found, notes = final_confusions(run)
     assert set(found) == {"test"} and found["test"].clips == 5
     assert any("counts 5 clips, but 6 were evaluated" in n for n in notes)

@@ -93,6 +93,13 @@ def test_search_interrupt_then_resume(ray_local, tmp_path, monkeypatch, capsys):
     assert "sk-secret-do-not-log" not in (root / "results.json").read_text()
     # Maps of classes seen before the interrupt are reused, not recomputed.
     assert trials[2]["maps_reused"] > 0
+    # Each trial row carries its last val confusion matrix (the report draws the best one).
+    labels = results["final"]["labels"]
+    for t in trials:
+        matrix = t["confusion"]
+        assert len(matrix) == len(labels) and all(len(row) == len(labels) for row in matrix)
+        correct = sum(matrix[i][i] for i in range(len(labels)))
+        assert abs(correct / sum(map(sum, matrix)) - t["val_accuracy"]) < 1e-9
 
     table = (root / "trials.txt").read_text().splitlines()
     assert len(table) == 4 and "ball, hand, box" in table[1]

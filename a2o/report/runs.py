@@ -199,23 +199,6 @@ def _read_json(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _last_tune_result(directory: str) -> dict[str, Any] | None:
-    """The last result a Tune trial reported (its folder's result.json holds one JSON object a line)."""
-    try:
-        with open(os.path.join(directory, "result.json"), encoding="utf-8") as fh:
-            lines = [line for line in fh if line.strip()]
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
 def _from_recognizer(path: str, labels: list[str], split: str) -> Confusion | None:
     """The val confusion a checkpoint's recognizer.json keeps (``extra.confusion``, last epoch)."""
     meta = _read_json(path)
@@ -232,49 +215,36 @@ def _from_recognizer(path: str, labels: list[str], split: str) -> Confusion | No
 def best_trial_confusion(run: RunRecord) -> tuple[Confusion | None, str]:
     """The val confusion matrix of the run's best trial, and where it came from (or why there is none).
 
-    Read from where the search left it: the last result the trial reported to Tune
-    (``tune/<experiment>/<trial folder>/result.json``, key ``confusion``), else the trial's last
-    checkpoint (``train/<trial name>/checkpoint_*/model/recognizer.json``, ``extra.confusion``).
-    A matrix whose accuracy differs from the trial's recorded val accuracy is not used.
+    ``results.json`` carries it (``best_trial.confusion``, the trial's last reported epoch); runs
+    written before trial rows held it have the trial's last checkpoint
+    (``train/<trial name>/checkpoint_*/model/recognizer.json``, ``extra.confusion``). A matrix whose
+    accuracy differs from the trial's recorded val accuracy is not used.
     """
     best = run.results.get("best_trial") or {}
     trial_id = str(best.get("trial_id") or "")
     if not trial_id:
         return None, "the run has no best trial"
     labels = _run_labels(run)
-    experiment = str(((run.results.get("config") or {}).get("storage") or {}).get("experiment_name") or "")
-    candidates: list[tuple[str, str]] = []  # (kind, path)
+    candidates: list[tuple[Confusion, str]] = []
+    matrix = _matrix(best.get("confusion"), len(labels) if labels else None)
+    if matrix is not None and labels:
+        source = "results.json: best_trial.confusion"
+        candidates.append((Confusion(matrix, labels, "val", source), source))
     for root in _storage_dirs(run):
-        tune_dirs = sorted(glob.glob(os.path.join(glob.escape(root), "tune", glob.escape(experiment) if experiment else "*", "*")))
-        for directory in tune_dirs:
-            if f"_{trial_id}_" not in os.path.basename(directory) and not os.path.basename(directory).endswith(f"_{trial_id}"):
-                continue
-            last = _last_tune_result(directory)
-            if last is None:
-                continue
-            candidates.append(("tune", os.path.join(directory, "result.json")))
-            checkpoint = last.get("checkpoint_path")
-            if isinstance(checkpoint, str):
-                candidates.append(("checkpoint", os.path.join(checkpoint.removeprefix("file://"), "model", "recognizer.json")))
         pattern = os.path.join(glob.escape(root), "train", f"*{glob.escape(trial_id)}*", "checkpoint_*", "model", "recognizer.json")
-        candidates += [("checkpoint", path) for path in sorted(glob.glob(pattern), reverse=True)]
-    rejected = []
-    for kind, path in candidates:
-        if kind == "tune":
-            last = _last_tune_result(os.path.dirname(path)) or {}
-            matrix = _matrix(last.get("confusion"), len(labels) if labels else None)
-            confusion = Confusion(matrix, labels, "val", path) if matrix is not None and labels else None
-        else:
+        for path in sorted(glob.glob(pattern), reverse=True):
             confusion = _from_recognizer(path, labels, "val")
-        if confusion is None:
-            continue
+            if confusion is not None:
+                candidates.append((confusion, path))
+    rejected = []
+    for confusion, source in candidates:
         if _agrees(confusion, best.get("val_accuracy")):
-            return confusion, path
-        rejected.append(path)
+            return confusion, source
+        rejected.append(source)
     if rejected:
         return None, (f"the confusion matrices found for trial {trial_id} ({', '.join(rejected)}) do not give its "
                       f"val accuracy {best.get('val_accuracy')}")
-    return None, (f"no confusion matrix recorded for trial {trial_id} (looked in tune/…/result.json and "
+    return None, (f"no confusion matrix recorded for trial {trial_id} (looked in results.json and "
                   "train/…/checkpoint_*/model/recognizer.json)")
 
 
