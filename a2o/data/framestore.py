@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from a2o.config import DataConfig
 from a2o.data.schema import MANIFEST_SCHEMA
 from a2o.errors import DataError, VideoDecodeError
+from a2o.progress import progress
 
 __all__ = ["FrameRecord", "FrameStore", "PrepareSummary", "decode_batch", "grid_key", "prepare_frame_store"]
 
@@ -202,8 +203,6 @@ def _run_ray(todo: pa.Table, batch_size: int, num_cpus: float, fn_kwargs: dict) 
             "prepare_frame_store needs a running Ray: the entry point calls ray.init() "
             "(`a2o data prepare` does), or pass use_ray=False to decode in this process"
         )
-    from a2o.progress import progress
-
     # One block per batch so each batch is its own task; results stream back as tasks finish.
     blocks = [todo.slice(i, batch_size) for i in range(0, todo.num_rows, batch_size)]
     dataset = ray.data.from_arrow(blocks).map_batches(
@@ -254,8 +253,6 @@ def prepare_frame_store(
     elif use_ray:
         results = _run_ray(todo, batch_size, num_cpus, fn_kwargs)
     else:
-        from a2o.progress import progress
-
         parts = []
         with progress(todo.num_rows, "decoding videos", log, unit="videos") as bar:
             for i in range(0, todo.num_rows, batch_size):

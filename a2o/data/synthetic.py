@@ -63,6 +63,7 @@ from a2o.data.synth.spec import (
     world_to_dict,
 )
 from a2o.errors import DataError
+from a2o.progress import progress
 
 __all__ = [
     "WorldSpec",
@@ -207,8 +208,6 @@ def _generate_local(root: str, spec: WorldSpec, num_workers: int) -> None:
         "A2O-Synth '%s': rendering %d clips (%d actions) into %s with %d worker(s)",
         spec.world, total, len(spec.actions), root, num_workers,
     )
-    from a2o.progress import progress
-
     boxes: list[str] = []
     with progress(total, "A2O-Synth: rendering", logger, unit="clips") as bar:
         if num_workers > 1:

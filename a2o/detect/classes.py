@@ -30,6 +30,7 @@ from a2o.errors import ClassTextError
 __all__ = [
     "MAX_CLASS_CHARS",
     "MAX_RAW_CHARS",
+    "normalise_text",
     "validate_class_text",
     "validate_class_set",
     "class_key",
@@ -45,6 +46,14 @@ def _describe(text: str) -> str:
     """A short, log-safe rendering of a (possibly hostile) text for error messages."""
     shown = text if len(text) <= 40 else text[:37] + "..."
     return ascii(shown)
+
+
+def normalise_text(text: str) -> str:
+    """A class text or a lexicon key as compared: NFKC, lowercase, collapsed whitespace.
+
+    The comparison form only; :func:`validate_class_text` also checks length and characters.
+    """
+    return " ".join(unicodedata.normalize("NFKC", str(text)).lower().split())
 
 
 def validate_class_text(text: str) -> str:

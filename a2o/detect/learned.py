@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from a2o.detect.base import VideoMeta
+from a2o.detect.classes import normalise_text
 from a2o.errors import DetectionError, DetectorModelError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,11 +146,6 @@ class SegNet(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # text -> channels
-
-
-def normalise_text(text: str) -> str:
-    """A class text or a lexicon key as compared: NFKC, lowercase, collapsed spaces (as classes.py)."""
-    return " ".join(unicodedata.normalize("NFKC", str(text)).lower().split())
 
 
 def world_channels(info: Mapping[str, Any]) -> tuple[list[str], dict[str, list[list[Any]]]]:

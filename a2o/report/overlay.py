@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from a2o.detect.classes import normalise_text
 from a2o.errors import A2OError
 
 __all__ = ["OverlayData", "load_overlay", "region_classes", "REGION_COVERAGE"]
@@ -39,10 +40,6 @@ class OverlayData:
     """Classes drawn as scene regions (apart from the objects), each with the reason why."""
 
 
-def _norm(text: str) -> str:
-    return " ".join(str(text).lower().split())
-
-
 def region_classes(
     classes: list[str],
     info: dict[str, Any] | None,
@@ -60,14 +57,14 @@ def region_classes(
     reasons: dict[str, str] = {}
     info = info if isinstance(info, dict) else {}
     vocabulary = info.get("vocabulary") if isinstance(info.get("vocabulary"), dict) else {}
-    names = {_norm(r) for r in (vocabulary.get("regions") or [])}
-    lexicon = {_norm(k): v for k, v in (info.get("lexicon") or {}).items()} if isinstance(info.get("lexicon"), dict) else {}
+    names = {normalise_text(r) for r in (vocabulary.get("regions") or [])}
+    lexicon = {normalise_text(k): v for k, v in (info.get("lexicon") or {}).items()} if isinstance(info.get("lexicon"), dict) else {}
     for text in classes:
-        if _norm(text) in names:
+        if normalise_text(text) in names:
             reasons[text] = "a region of the world's vocabulary"
             continue
-        targets = [str(entry[0]) for entry in (lexicon.get(_norm(text)) or []) if isinstance(entry, (list, tuple)) and entry]
-        if names and targets and all(_norm(t) in names for t in targets):
+        targets = [str(entry[0]) for entry in (lexicon.get(normalise_text(text)) or []) if isinstance(entry, (list, tuple)) and entry]
+        if names and targets and all(normalise_text(t) in names for t in targets):
             reasons[text] = f"the world's lexicon maps it to the region(s) {', '.join(targets)}"
     if videos:
         for index, text in enumerate(classes):
