@@ -1,68 +1,81 @@
-"""Turn an LLM reply into a clean list of object-class texts.
+"""Turn an LLM reply into a :class:`~a2o.detect.classes.ClassSet`: the entry point of untrusted text.
 
-The detector needs simple single-concept prompts, and class texts end up in cache keys, logs and
-results, so every proposal passes :func:`parse_class_reply`:
+The reply parser only *unwraps* list formatting; whether a phrase is a class is decided by the one
+rule, :func:`a2o.detect.classes.validate_class_text`:
 
 - JSON replies (``{"classes": [...]}``, a bare list, optionally inside a code fence) and plain
   text (one phrase per line, or comma/semicolon separated) are both accepted;
-- bullets, numbering, markdown emphasis, quotes, trailing punctuation and parentheticals are
-  stripped; text is NFKD-normalised to ASCII and lowercased;
-- a phrase is kept only if it has 1-4 words of ``[a-z0-9 '-]`` and at most ``max_chars``
-  characters (so ``"../../etc"`` or a 300-character line never survive);
-- phrases equal to a target action name (copied back from the prompt) are dropped, duplicates
-  removed, and the list is cut to ``max_classes``.
+- list decorations are removed: bullets, numbering, wrapping quotes, ``**bold**`` around a whole
+  phrase, trailing punctuation, parentheticals, one leading article ("a spoon"), ``_`` for space;
+- code and markup are **not** unwrapped: a phrase holding a backtick, ``$``, ``<`` or similar is
+  rejected, so "`id`" never becomes the class "id";
+- phrases equal to a target action name are dropped, as are duplicates; the set is cut to
+  ``max_classes`` in the reply's order.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["normalize_phrase", "sanitize_class_text", "parse_class_reply", "split_reply"]
+from a2o.detect.classes import MAX_RAW_CHARS, ClassSet, normalise_text, validate_class_text
+from a2o.errors import ClassTextError
 
-MAX_WORDS = 4
-MAX_CHARS = 40
-_SAFE = re.compile(r"^[a-z0-9][a-z0-9 '\-]*$")
-_LEAD = re.compile(r"^\s*(?:[-*+>\u2022\u00b7\u2013\u2014#]+|\(?\d{1,3}[.):\]]|\(?[a-z][.)](?=\s)|\[\s*\])+\s*")
-_PAREN = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+__all__ = ["ParsedReply", "parse_reply", "parse_class_reply", "clean_phrase", "split_reply", "clip_reply"]
+
+_LEAD = re.compile(r"^\s*(?:[-+>\u2022\u00b7\u2013\u2014]+|\(?\d{1,3}[.):\]]|\(?[a-z][.)](?=\s)|\[\s*\])+\s*")
+_PAREN = re.compile(r"\([^)`$<>]*\)|\[[^\]`$<>]*\]")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+_QUOTES = "\"'\u201c\u201d\u2018\u2019"
+_ARTICLES = ("a ", "an ", "the ")
 
 
-def normalize_phrase(text: str) -> str:
-    """NFKD to ASCII, lowercase, ``_`` to space, single spaces."""
-    text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
-    text = text.replace("_", " ").lower()
-    return " ".join(text.split())
+@dataclass(frozen=True)
+class ParsedReply:
+    """What a reply yielded: the class set, and each rejected phrase with the reason."""
+
+    class_set: ClassSet
+    rejected: tuple[tuple[str, str], ...] = ()
 
 
-def sanitize_class_text(text: str, *, max_chars: int = MAX_CHARS) -> str | None:
-    """One candidate phrase -> a safe class text, or None when it is not one."""
-    phrase = str(text).strip()
-    if len(phrase) > 4 * max_chars:  # a paragraph, not a noun phrase
-        return None
-    # Parentheticals and markdown emphasis anywhere: "**racket** (held)" -> "racket".
-    phrase = _PAREN.sub(" ", phrase).replace("*", "").replace("`", "").strip()
-    for _ in range(3):  # "1. - ball" has nested decorations
-        stripped = _LEAD.sub("", phrase).strip().strip("*`\"'\u201c\u201d\u2018\u2019").strip()
+def clip_reply(text: str, limit: int = 300) -> str:
+    """A reply cut to ``limit`` characters, for echoing back to the LLM in a re-ask."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + f" [... {len(text) - limit} more characters cut]"
+
+
+def clean_phrase(candidate: str) -> str:
+    """Undo list formatting around one phrase (bullets, numbers, quotes, bold, article, period).
+
+    Raises:
+        ClassTextError: the phrase breaks the rule of :mod:`a2o.detect.classes`.
+    """
+    phrase = str(candidate).strip()
+    if len(phrase) > MAX_RAW_CHARS:
+        return validate_class_text(phrase)  # raises with the 'bounded' rule
+    phrase = _PAREN.sub(" ", phrase).strip()
+    for _ in range(3):  # "1. - **ball**" has nested decorations
+        stripped = _LEAD.sub("", phrase).strip()
+        if len(stripped) > 4 and stripped.startswith("**") and stripped.endswith("**"):
+            stripped = stripped[2:-2].strip()
+        stripped = stripped.strip(_QUOTES).strip().rstrip(" .:;!?").strip()
         if stripped == phrase:
             break
         phrase = stripped
-    phrase = normalize_phrase(phrase).strip(" .,:;!?")
-    if phrase.startswith(("a ", "an ", "the ")):
-        phrase = phrase.split(" ", 1)[1]
-    if not phrase or len(phrase) > max_chars or not _SAFE.match(phrase):
-        return None
-    if len(phrase.split()) > MAX_WORDS:
-        return None
-    return phrase
+    phrase = normalise_text(phrase.replace("_", " "))
+    for article in _ARTICLES:
+        if phrase.startswith(article):
+            phrase = phrase[len(article):]
+            break
+    return validate_class_text(phrase)
 
 
 def split_reply(text: str) -> list[str]:
     """Candidate phrases of a reply: the JSON list if it parses, else lines split on , and ;."""
-    body = _FENCE.sub("", text.strip()).strip()
+    body = _FENCE.sub("", str(text).strip()).strip()
     if body[:1] in "[{":
         try:
             data: Any = json.loads(body)
@@ -81,33 +94,44 @@ def split_reply(text: str) -> list[str]:
     return parts
 
 
-def parse_class_reply(
+def parse_reply(
     text: str,
     *,
     action_names: Iterable[str] = (),
     max_classes: int,
     allowed: Sequence[str] | None = None,
-    max_chars: int = MAX_CHARS,
-) -> list[str]:
-    """Sanitised, de-duplicated class list from an LLM reply (possibly empty).
+) -> ParsedReply:
+    """Class set of an LLM reply (possibly empty), with the reasons for every rejected phrase.
 
     Args:
         text: The reply (JSON or plain text).
         action_names: Target action names; phrases equal to one are dropped.
-        max_classes: C_max; the list is cut to this length, keeping the reply's order.
+        max_classes: C_max; the set is cut to this length, keeping the reply's order.
         allowed: When given, keep only phrases in this set (the prompt-pool baseline).
-        max_chars: Longest kept phrase.
     """
-    actions = {normalize_phrase(a) for a in action_names}
-    allowed_set = {normalize_phrase(a) for a in allowed} if allowed is not None else None
+    actions = {normalise_text(a) for a in action_names}
+    allowed_set = {normalise_text(a) for a in allowed} if allowed is not None else None
     kept: list[str] = []
+    rejected: list[tuple[str, str]] = []
     for candidate in split_reply(text):
-        phrase = sanitize_class_text(candidate, max_chars=max_chars)
-        if phrase is None or phrase in actions or phrase in kept:
+        shown = candidate.strip()[:60]
+        try:
+            phrase = clean_phrase(candidate)
+        except ClassTextError as exc:
+            rejected.append((shown, str(exc)))
             continue
-        if allowed_set is not None and phrase not in allowed_set:
-            continue
-        kept.append(phrase)
+        if phrase in actions:
+            rejected.append((shown, "it is a target action name, not an object"))
+        elif allowed_set is not None and phrase not in allowed_set:
+            rejected.append((shown, "it is not in the object pool"))
+        elif phrase not in kept:
+            kept.append(phrase)
         if len(kept) >= max_classes:
             break
-    return kept
+    return ParsedReply(ClassSet(tuple(kept)), tuple(rejected))
+
+
+def parse_class_reply(text: str, *, action_names: Iterable[str] = (), max_classes: int,
+                      allowed: Sequence[str] | None = None) -> ClassSet:
+    """Shorthand for ``parse_reply(...).class_set``."""
+    return parse_reply(text, action_names=action_names, max_classes=max_classes, allowed=allowed).class_set
