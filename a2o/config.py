@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from a2o.errors import ConfigError
+from a2o.detect.classes import ClassSet
+from a2o.errors import ClassTextError, ConfigError
 
 __all__ = [
     "DataConfig",
@@ -292,6 +293,11 @@ class SearchConfig:
         _check(1 <= self.max_classes <= 64, "search.max_classes", "must be in [1, 64]")
         _check(self.max_reasks >= 0, "search.max_reasks", "must be >= 0")
         _check(isinstance(self.initial_classes, list), "search.initial_classes", "must be a list")
+        if self.initial_classes:  # user text enters here: the one class-text rule, at load time
+            try:
+                ClassSet.parse(self.initial_classes, max_classes=self.max_classes, where="search.initial_classes")
+            except ClassTextError as exc:
+                raise ConfigError(str(exc)) from None
         _check(isinstance(self.vocabulary, list), "search.vocabulary", "must be a list")
         _check(self.trial_retries >= 0, "search.trial_retries", "must be >= 0")
         _check(self.asha_grace_period >= 1, "search.asha_grace_period", "must be >= 1")

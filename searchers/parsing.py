@@ -30,7 +30,7 @@ _LEAD = re.compile(r"^\s*(?:[-+>\u2022\u00b7\u2013\u2014]+|\(?\d{1,3}[.):\]]|\(?
 _PAREN = re.compile(r"\([^)`$<>]*\)|\[[^\]`$<>]*\]")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _QUOTES = "\"'\u201c\u201d\u2018\u2019"
-_ARTICLES = ("a ", "an ", "the ")
+_ARTICLE = re.compile(r"^(?:a|an|the) +(?=\S)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,8 @@ def clean_phrase(candidate: str) -> str:
         if stripped == phrase:
             break
         phrase = stripped
-    phrase = normalise_text(phrase.replace("_", " "))
-    for article in _ARTICLES:
-        if phrase.startswith(article):
-            phrase = phrase[len(article):]
-            break
+    # Only spaces are collapsed here: a tab or newline inside one phrase is for the rule to refuse.
+    phrase = _ARTICLE.sub("", phrase.replace("_", " "), count=1)
     return validate_class_text(phrase)
 
 
