@@ -124,7 +124,7 @@ def _raise_keyboard_interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from a2o.commands._console import ReportedError, setup_logging
+    from a2o.commands.console import ReportedError, setup_logging
 
     setup_logging(args.verbose)
     handler = getattr(args, "handler", None)

@@ -1,4 +1,4 @@
-"""``TrialRecord``: the one shape of a finished trial.
+"""``TrialRecord``: the one shape of a finished trial (and ``TrialRow``, its line in results.json).
 
 Searchers keep their history as records, the service writes them into ``results.json`` (one per
 trial, with a few service-only columns beside them), the report reads them back, and the
@@ -15,7 +15,7 @@ from typing import Any
 
 from a2o.detect.classes import ClassSet
 
-__all__ = ["TrialRecord", "TRIAL_STATUSES", "RECORD_VERSION", "finite_or_none"]
+__all__ = ["TrialRecord", "TrialRow", "TRIAL_STATUSES", "RECORD_VERSION", "finite_or_none"]
 
 RECORD_VERSION = 1
 TRIAL_STATUSES = ("ok", "early_stopped", "error", "invalid")
@@ -170,3 +170,52 @@ def _matrix(value: Any) -> tuple[tuple[int, ...], ...] | None:
     except (TypeError, ValueError):
         return None
     return rows if all(len(row) == len(rows) for row in rows) else None
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as ``results.json`` lists it: its :class:`TrialRecord`, plus what only the
+    service knows (its place in the search, per-epoch curve, map cache counts, error text).
+
+    A row's JSON is the record's own (versioned) dict with these columns beside it, so anything
+    that reads records reads a row. :meth:`from_dict` also reads rows written before records
+    (``proposal_source``, ``time_s``, flat ``lr``) and rows of ``benchmarks.searchers``.
+    """
+
+    iteration: int
+    """1-based position of the trial in the search."""
+    record: TrialRecord
+    val_accuracy_per_epoch: tuple[float, ...] = ()
+    maps_computed: int = 0
+    """(video, class) maps the trial computed; the rest of its maps were reused."""
+    maps_reused: int = 0
+    error: str | None = None
+    """First line of the trial's error (at most 300 characters), None when it did not fail."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.record.to_dict(),
+            "iteration": self.iteration,
+            "val_accuracy_per_epoch": list(self.val_accuracy_per_epoch),
+            "maps_computed": self.maps_computed,
+            "maps_reused": self.maps_reused,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, position: int = 0) -> TrialRow:
+        """A row of ``results.json``; ``position`` (0-based) stands in for a missing iteration.
+
+        Raises:
+            ValueError: a newer record version; ClassTextError: a class text breaks the rule.
+        """
+        curve = data.get("val_accuracy_per_epoch") or []
+        error = data.get("error")
+        return cls(
+            iteration=int(data.get("iteration") or position + 1),
+            record=TrialRecord.from_dict(data),
+            val_accuracy_per_epoch=tuple(float(v) for v in curve if isinstance(v, (int, float))),
+            maps_computed=int(data.get("maps_computed") or 0),
+            maps_reused=int(data.get("maps_reused") or 0),
+            error=str(error) if error else None,
+        )

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from typing import Any
 
 __all__ = ["Runtime", "PRECISIONS"]
 

@@ -20,24 +20,28 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2o.config import ExperimentConfig, absolute_if_local, config_to_dict
+from a2o.detect.classes import ClassSet
 from a2o.errors import SearchInterrupted, TrainingError
+from a2o.records import TrialRecord, TrialRow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from a2o.runtime import Runtime
 
 log = logging.getLogger("a2o.search")
-
 
 
 def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
-def _local_dir(uri: str) -> str:
+def local_dir(uri: str) -> str:
     """A local folder for ``uri``: the folder itself, or a driver-side staging copy of a remote one.
 
     Staged files (results, best/, the LLM replay cache, server logs) are uploaded by
-    :func:`_publish`; manifests, frames, maps and Tune state go to remote storage directly.
+    :func:`publish`; manifests, frames, maps and Tune state go to remote storage directly.
     """
     if _is_remote(uri):
         import hashlib
@@ -50,7 +54,7 @@ def _local_dir(uri: str) -> str:
     return path
 
 
-def _publish(local_path: str, uri: str) -> None:
+def publish(local_path: str, uri: str) -> None:
     """Upload a staged file or folder to remote storage (no-op for local storage)."""
     if not _is_remote(uri):
         return
@@ -206,43 +210,51 @@ def build_scheduler(cfg: ExperimentConfig):
 
 @dataclass
 class SearchOutcome:
-    trials: list[dict[str, Any]]
-    best: dict[str, Any] | None
+    trials: list[TrialRow]
+    best: TrialRow | None
     searcher_stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
 
-def _trial_rows(results) -> list[dict[str, Any]]:
+def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
+    """Tune's results as rows, in Tune's order. A trial that ended without error before
+    ``epochs_per_trial`` epochs was stopped by the scheduler (ASHA): ``early_stopped``."""
     rows = []
     for index, result in enumerate(results):
         config = dict(result.config or {})
         metrics = dict(result.metrics or {})
         history = result.metrics_dataframe
-        epochs = int(metrics.get("epoch") or 0)
-        acc = metrics.get("val_accuracy")
-        valid = isinstance(acc, (int, float)) and math.isfinite(acc)
+        record = TrialRecord.from_result(
+            # The searcher built the set with ClassSet.parse; Tune hands back its JSON form.
+            ClassSet.parse(config.get("classes") or [], where="trial config classes"),
+            metrics,
+            error=bool(result.error),
+            source=str(config.get("proposal_source") or ""),
+            hyperparameters={k: config[k] for k in ("lr", "weight_decay") if config.get(k) is not None},
+            trial_id=str(metrics.get("trial_id") or getattr(result, "path", "").rsplit("/", 1)[-1]),
+        )
+        if record.status == "ok" and record.epochs is not None and record.epochs < epochs_per_trial:
+            record = record.with_status("early_stopped")
         rows.append(
-            {
-                "iteration": index + 1,
-                "trial_id": metrics.get("trial_id") or getattr(result, "path", "").rsplit("/", 1)[-1],
-                "classes": list(config.get("classes") or []),
-                "proposal_source": config.get("proposal_source", "-"),
-                "lr": config.get("lr"),
-                "weight_decay": config.get("weight_decay"),
-                "val_accuracy": float(acc) if valid else None,
-                "classwise_accuracy": metrics.get("classwise_accuracy") or {},
-                "confusion": metrics.get("confusion"),  # val, last epoch: rows true, cols predicted
-                "epochs": epochs,
-                "val_accuracy_per_epoch": (
-                    [float(x) for x in history["val_accuracy"]] if history is not None and "val_accuracy" in history else []
+            TrialRow(
+                iteration=index + 1,
+                record=record,
+                val_accuracy_per_epoch=(
+                    tuple(float(x) for x in history["val_accuracy"])
+                    if history is not None and "val_accuracy" in history else ()
                 ),
-                "maps_computed": metrics.get("maps_computed", 0),
-                "maps_reused": metrics.get("maps_reused", 0),
-                "time_s": float(metrics.get("time_total_s") or 0.0),
-                "error": str(result.error).splitlines()[0][:300] if result.error else None,
-            }
+                maps_computed=int(metrics.get("maps_computed") or 0),
+                maps_reused=int(metrics.get("maps_reused") or 0),
+                error=str(result.error).splitlines()[0][:300] if result.error else None,
+            )
         )
     return rows
+
+
+def best_row(rows: list[TrialRow]) -> TrialRow | None:
+    """The scored trial with the highest val accuracy (the earliest among equals), or None."""
+    scored = [row for row in rows if row.record.scored]
+    return max(scored, key=lambda row: (row.record.val_accuracy, -row.iteration)) if scored else None
 
 
 def preflight_inputs(cfg: ExperimentConfig) -> None:
@@ -254,6 +266,7 @@ def preflight_inputs(cfg: ExperimentConfig) -> None:
     from a2o.data.manifest import check_data_root
     from a2o.detect.learned_train import check_learned_pairing
     from a2o.errors import ConfigError
+    from a2o.runtime import Runtime
 
     check_data_root(cfg.data)
     if cfg.data.dataset == "synthetic":
@@ -273,15 +286,10 @@ def preflight_inputs(cfg: ExperimentConfig) -> None:
         t = cfg.train
         check_resources(
             t.num_workers, t.cpus_per_worker, t.gpus_per_worker, reserved_cpus=TRIAL_DRIVER_CPUS,
-            capacity=(float(cfg.ray.num_cpus or os.cpu_count() or 1), float(_local_gpus() if t.gpus_per_worker else 0)),
+            capacity=(float(cfg.ray.num_cpus or os.cpu_count() or 1),
+                      float(Runtime.accelerator_count() if t.gpus_per_worker else 0)),
             where="the local Ray cluster (ray.num_cpus, else this machine's cores)",
         )
-
-
-def _local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def preflight_resources(cfg: ExperimentConfig) -> None:
@@ -336,7 +344,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             cfg.llm,
             action_names=[label for label in labels if not label.startswith("label_")],
             llm_base_url=llm_base_url,
-            replay_cache_path=os.path.join(_local_dir(cfg.storage.root), "llm_replay.jsonl"),
+            replay_cache_path=os.path.join(local_dir(cfg.storage.root), "llm_replay.jsonl"),
             epochs_per_trial=cfg.train.epochs,
         )
         scheduler = build_scheduler(cfg)
@@ -369,11 +377,9 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             f"the search stopped after {finished} of {cfg.search.num_trials} trials; its state is saved "
             f"in {experiment_dir}: continue with `a2o search --config … --resume`"
         )
-    rows = _trial_rows(results)
-    valid = [r for r in rows if r["val_accuracy"] is not None]
-    best = max(valid, key=lambda r: (r["val_accuracy"], -r["iteration"])) if valid else None
+    rows = trial_rows(results, cfg.train.epochs)
     stats = dict(getattr(searcher, "stats", {}) or {}) if searcher is not None else {}
-    return SearchOutcome(rows, best, _jsonable(stats), time.perf_counter() - started)
+    return SearchOutcome(rows, best_row(rows), _jsonable(stats), time.perf_counter() - started)
 
 
 def _jsonable(value: Any) -> Any:
@@ -385,20 +391,24 @@ def _jsonable(value: Any) -> Any:
 
 
 def train_and_evaluate_best(
-    cfg: ExperimentConfig, classes: list[str], labels: list[str], manifest, *, device: str = "cpu"
+    cfg: ExperimentConfig, classes: ClassSet | list[str], labels: list[str], manifest, *,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Train ``classes`` for the full budget, evaluate on test (clip × view), write best/.
+
+    ``classes`` is a ClassSet (a list of texts is parsed once); ``runtime`` is where the driver
+    evaluates (the entry point picks it; None: CPU).
 
     best/ is self-contained: with the learned detector, its directory is copied to
     ``best/detector/`` and config.yaml says ``detect.learned_model: detector`` (relative to best/),
     so serving runs the very detector the model was trained and evaluated with. metrics.json records
     the detector's name and fingerprint.
     """
-    import torch
     import yaml
 
     from a2o.detect.base import create_detector, detector_fingerprint
     from a2o.model import load_recognizer
+    from a2o.runtime import Runtime
     from a2o.train.evaluate import EvalGeometry, evaluate_videos
     from a2o.train.trial import fit_trial
 
@@ -410,21 +420,22 @@ def train_and_evaluate_best(
         if not detector_dir:
             raise TrainingError("the learned detector could not be found or trained; see the log above")
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, learned_model=detector_dir))
-    log.info("final: training %s for %d epochs", classes, cfg.train.final_epochs)
+    classes = ClassSet.parse(classes, where="classes")
+    runtime = runtime or Runtime.cpu()
+    log.info("final: training %s for %d epochs", list(classes), cfg.train.final_epochs)
     final = fit_trial(cfg, classes, epochs=cfg.train.final_epochs, name="final")
     if not final.checkpoint_path:
         raise TrainingError("the final training wrote no checkpoint")
     model_dir = os.path.join(final.checkpoint_path, "model")
-    model, _meta = load_recognizer(model_dir)
-    model.to(torch.device(device))
-    detector = create_detector(cfg.detect, device=torch.device(device)) if classes else None
+    model, _meta = load_recognizer(model_dir, classes=classes)  # refuses another channel order
+    detector = create_detector(cfg.detect, runtime) if classes else None
     geometry = EvalGeometry.from_config(cfg)
     test_rows = [r for r in manifest.to_pylist() if r["split"] == "test"]
-    test = evaluate_videos(model, detector, classes, geometry, test_rows, labels) if test_rows else None
+    test = evaluate_videos(model, detector, classes, geometry, test_rows, labels, runtime=runtime) if test_rows else None
     if test is None:
         log.warning("the dataset has no test split: best/metrics.json holds val accuracy only")
 
-    best_dir = os.path.join(_local_dir(cfg.storage.root), "best")
+    best_dir = os.path.join(local_dir(cfg.storage.root), "best")
     tmp = f"{best_dir}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model_dir, os.path.join(tmp, "model"))
@@ -437,7 +448,7 @@ def train_and_evaluate_best(
     with open(os.path.join(tmp, "config.yaml"), "w") as fh:
         yaml.safe_dump(config_to_dict(best_cfg), fh, sort_keys=False)
     metrics = {
-        "classes": classes,
+        "classes": list(classes),
         "labels": labels,
         "val_accuracy": final.metrics.get("val_accuracy"),
         "val_classwise_accuracy": final.metrics.get("classwise_accuracy"),
@@ -452,28 +463,34 @@ def train_and_evaluate_best(
         json.dump(metrics, fh, indent=2)
     shutil.rmtree(best_dir, ignore_errors=True)
     os.replace(tmp, best_dir)
-    _publish(best_dir, cfg.storage.path("best"))
+    publish(best_dir, cfg.storage.path("best"))
     log.info("best model written to %s", best_dir)
     return metrics
 
 
-def summary_table(rows: list[dict[str, Any]]) -> str:
+def summary_table(rows: list[TrialRow]) -> str:
     """A plain-text table of every trial."""
     lines = [f"{'iter':>4}  {'val_acc':>7}  {'epochs':>6}  {'source':<22}  classes"]
-    for r in rows:
-        acc = f"{r['val_accuracy']:.4f}" if r["val_accuracy"] is not None else ("ERROR" if r["error"] else "n/a")
-        lines.append(f"{r['iteration']:>4}  {acc:>7}  {r['epochs']:>6}  {str(r['proposal_source'])[:22]:<22}  {', '.join(r['classes'])}")
+    for row in rows:
+        record = row.record
+        if record.scored:
+            acc = f"{record.val_accuracy:.4f}"
+        else:
+            acc = "ERROR" if record.status == "error" else "n/a"
+        epochs = record.epochs if record.epochs is not None else 0
+        lines.append(f"{row.iteration:>4}  {acc:>7}  {epochs:>6}  {(record.source or '-')[:22]:<22}  "
+                     f"{', '.join(record.class_set)}")
     return "\n".join(lines)
 
 
 def write_results(cfg: ExperimentConfig, outcome: SearchOutcome, final: dict[str, Any] | None) -> str:
-    root = _local_dir(cfg.storage.root)
+    root = local_dir(cfg.storage.root)
     results = {
         "config": config_to_dict(cfg),
         "searcher": cfg.search.searcher,
         "scheduler": cfg.search.scheduler,
-        "trials": outcome.trials,
-        "best_trial": outcome.best,
+        "trials": [row.to_dict() for row in outcome.trials],
+        "best_trial": outcome.best.to_dict() if outcome.best is not None else None,
         "searcher_stats": outcome.searcher_stats,
         "search_seconds": outcome.seconds,
         "final": final,
@@ -486,16 +503,18 @@ def write_results(cfg: ExperimentConfig, outcome: SearchOutcome, final: dict[str
         fh.write(summary_table(outcome.trials) + "\n")
     for name in ("results.json", "trials.txt", "llm_replay.jsonl"):
         if os.path.exists(os.path.join(root, name)):
-            _publish(os.path.join(root, name), cfg.storage.path(name))
+            publish(os.path.join(root, name), cfg.storage.path(name))
     return path
 
 
 def run_service(
-    cfg: ExperimentConfig, *, resume: bool = False, final_training: bool = True, eval_device: str = "cpu"
+    cfg: ExperimentConfig, *, resume: bool = False, final_training: bool = True, eval_runtime: Runtime | None = None
 ) -> dict[str, Any]:
     """The whole job. Starts (and stops) the embedded LLM when ``llm.base_url`` is 'local'.
 
-    ``eval_device`` is where the driver runs the final test evaluation (the entry point picks it).
+    ``eval_runtime`` is where the driver runs the final test evaluation (the entry point picks it;
+    None: CPU). Returns ``results`` (the results.json path), ``best`` (a :class:`TrialRow`),
+    ``final`` (best/metrics.json's content, or None) and ``num_trials``.
     """
     import searchers
 
@@ -507,7 +526,7 @@ def run_service(
     if cfg.search.searcher in searchers.LLM_SEARCHERS and cfg.llm.base_url == "local":
         from searchers.local_llm import start_local_llm
 
-        server = start_local_llm(cfg.llm, _local_dir(cfg.storage.path("logs")))
+        server = start_local_llm(cfg.llm, local_dir(cfg.storage.path("logs")))
         llm_base_url = server.base_url
     try:
         preflight_llm(cfg, llm_base_url)
@@ -521,7 +540,7 @@ def run_service(
         write_results(cfg, outcome, None)
         raise TrainingError("every trial failed; see results.json and the Tune logs under storage/tune")
     if final_training:
-        final = train_and_evaluate_best(cfg, outcome.best["classes"], labels, manifest, device=eval_device)
+        final = train_and_evaluate_best(cfg, outcome.best.record.class_set, labels, manifest, runtime=eval_runtime)
     path = write_results(cfg, outcome, final)
     log.info("results: %s (%.1f s in all)", path, time.perf_counter() - started)
     return {"results": path, "best": outcome.best, "final": final, "num_trials": len(outcome.trials)}

@@ -1,26 +1,32 @@
 """Shared helpers of the benchmarks: an A2O-Synth experiment, in-process training, tables.
 
+:func:`build_experiment` is the one place a benchmark experiment's config is written; every
+benchmark starts from it (and adds only its own sections through ``overrides``).
+
 In-process training runs the *real* per-worker loop (:func:`a2o.train.loop.train_loop_per_worker`)
 through Ray Train V2's local mode (``ScalingConfig(num_workers=0)``): the training function runs in
 this process with Ray Train's context, ``report`` and ``prepare_model`` stubbed by Ray itself, and no
-Ray cluster is started. Inputs come from :func:`a2o.train.trial.prepare_inputs` and
-:func:`a2o.train.trial.resolve_checkpoint`, the same path ``fit_trial`` takes, so the only
-difference from a search trial is the Ray Train controller and worker actors around the loop.
+Ray cluster is started. Its :class:`~a2o.train.spec.TrialSpec` comes from
+:func:`a2o.train.trial.prepare_inputs`, :func:`a2o.train.trial.resolve_checkpoint` and
+:func:`a2o.train.trial.trial_spec`, the path ``fit_trial`` takes, so the only difference from a
+search trial is the Ray Train controller and worker actors around the loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from a2o.config import ExperimentConfig, config_from_dict, config_to_dict, resolve_paths
+from a2o.config import ExperimentConfig, config_from_dict, resolve_paths
+from a2o.detect.classes import ClassSet
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,64 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it, section by section."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def experiment_config(
+    synth_root: str,
+    storage_root: str,
+    *,
+    preset: str,
+    detector: str = "learned",
+    synth_seed: int = 0,
+    geometry: Geometry = Geometry(),
+    epochs: int = 1,
+    seed: int = 0,
+    cpus_per_worker: float = 1.0,
+    overrides: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
+    """The benchmark recipe as an experiment config (paths resolved); ``overrides`` adds sections
+    or keys a benchmark needs beyond it (e.g. the searcher benchmark's search and LLM settings)."""
+    recipe = {
+        "data": {
+            "dataset": "synthetic",
+            "root": synth_root,
+            "synth_preset": preset,
+            "num_frames": geometry.num_frames,
+            "resolution": geometry.resolution,
+            "seed": synth_seed,
+        },
+        "detect": {"detector": detector},
+        "model": {
+            "checkpoint": "tiny",
+            "tiny_hidden": geometry.hidden,
+            "tiny_layers": geometry.layers,
+            "tiny_patch": geometry.patch,
+            "freeze_backbone": geometry.freeze_backbone,
+        },
+        "train": {
+            "epochs": epochs,
+            "batch_size": geometry.batch_size,
+            "lr": geometry.lr,
+            "fusion_lr_scale": geometry.fusion_lr_scale,
+            "augment": False,  # store_resolution = resolution: nothing to crop
+            "num_workers": 1,
+            "cpus_per_worker": cpus_per_worker,
+            "seed": seed,
+        },
+        "storage": {"root": storage_root},
+    }
+    return resolve_paths(config_from_dict(_merged(recipe, overrides or {})))
+
+
 def build_experiment(
     work_dir: str,
     *,
@@ -82,13 +146,16 @@ def build_experiment(
     epochs: int = 1,
     seed: int = 0,
     cpus_per_worker: float = 1.0,
+    storage_root: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> ExperimentConfig:
     """Generate A2O-Synth under ``work_dir/synth``, prepare its frame store, return the experiment.
 
     ``detector`` is 'learned' (the world's segmentation net, trained once on the train split's
     masks and cached under the run's storage: what the demo and a served model use) or
-    'annotation' (the oracle: maps are exactly the generator's masks). Every step is idempotent:
-    a second call reuses the data and the trained detector.
+    'annotation' (the oracle: maps are exactly the generator's masks). The run's storage is
+    ``storage_root`` (default ``work_dir/run``); ``overrides`` as in :func:`experiment_config`.
+    Every step is idempotent: a second call reuses the data and the trained detector.
     """
     from a2o.data.framestore import prepare_frame_store
     from a2o.data.manifest import load_manifest
@@ -96,37 +163,11 @@ def build_experiment(
     from a2o.train.trial import frames_root
 
     synth_root = generate_synth(os.path.join(work_dir, "synth"), preset, seed=synth_seed)
-    cfg = resolve_paths(config_from_dict(
-        {
-            "data": {
-                "dataset": "synthetic",
-                "root": synth_root,
-                "synth_preset": preset,
-                "num_frames": geometry.num_frames,
-                "resolution": geometry.resolution,
-                "seed": synth_seed,
-            },
-            "detect": {"detector": detector},
-            "model": {
-                "checkpoint": "tiny",
-                "tiny_hidden": geometry.hidden,
-                "tiny_layers": geometry.layers,
-                "tiny_patch": geometry.patch,
-                "freeze_backbone": geometry.freeze_backbone,
-            },
-            "train": {
-                "epochs": epochs,
-                "batch_size": geometry.batch_size,
-                "lr": geometry.lr,
-                "fusion_lr_scale": geometry.fusion_lr_scale,
-                "augment": False,  # store_resolution = resolution: nothing to crop
-                "num_workers": 1,
-                "cpus_per_worker": cpus_per_worker,
-                "seed": seed,
-            },
-            "storage": {"root": os.path.join(work_dir, "run")},
-        }
-    ))
+    cfg = experiment_config(
+        synth_root, storage_root or os.path.join(work_dir, "run"), preset=preset, detector=detector,
+        synth_seed=synth_seed, geometry=geometry, epochs=epochs, seed=seed, cpus_per_worker=cpus_per_worker,
+        overrides=overrides,
+    )
     summary = prepare_frame_store(load_manifest(cfg.data), cfg.data, frames_root(cfg), use_ray=False)
     if summary.skipped:
         raise RuntimeError(f"{summary.skipped} synthetic videos could not be decoded: {summary.skipped_ids[:5]}")
@@ -142,29 +183,26 @@ def with_seed(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
 
 
-def train_in_process(cfg: ExperimentConfig, classes: Sequence[str], *, epochs: int | None = None) -> InProcessResult:
+def train_in_process(
+    cfg: ExperimentConfig, classes: Sequence[str] | ClassSet, *, epochs: int | None = None
+) -> InProcessResult:
     """Run the real Ray Train loop for ``classes`` in this process (Ray Train local mode).
 
     Maps are ensured in the map cache first (the annotation detector runs in-process), exactly as
-    ``fit_trial`` does before it builds its ``TorchTrainer``.
+    ``fit_trial`` does before it builds its ``TorchTrainer``. ``epochs`` defaults to ``train.epochs``.
     """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from a2o.train.loop import train_loop_per_worker
-    from a2o.train.trial import prepare_inputs, resolve_checkpoint
+    from a2o.train.trial import prepare_inputs, resolve_checkpoint, trial_spec
 
     started = time.perf_counter()
-    inputs, detect_stats = prepare_inputs(cfg, classes)
+    class_set = ClassSet.parse(classes, where="benchmark class set")
+    inputs, detect_stats = prepare_inputs(cfg, class_set)
     cfg = resolve_checkpoint(cfg, len(inputs.labels))
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "experiment": config_to_dict(cfg),
-            "inputs": inputs,
-            "epochs": epochs or cfg.train.epochs,
-            "extra_metrics": {"maps_computed": detect_stats["computed"], "maps_reused": detect_stats["reused"]},
-        },
+        functools.partial(train_loop_per_worker, trial_spec(cfg, inputs, detect_stats, epochs=epochs)),
         scaling_config=ScalingConfig(num_workers=0),  # local mode: same process, no Ray cluster
         # a name per process and start time: parallel benchmark jobs share one storage folder
         run_config=RunConfig(
@@ -221,7 +259,10 @@ def machine_line() -> str:
 
     import torch
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    from a2o.runtime import Runtime
+
+    runtime = Runtime.best_available()
+    gpu = torch.get_device_module(runtime.device).get_device_name(runtime.device) if runtime.accelerated else "no GPU"
     return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}; Python {platform.python_version()}, "
             f"torch {torch.__version__}")
 

@@ -100,8 +100,8 @@ class _CountingFactory:
         self.calls = 0
         self.pairs = 0
 
-    def __call__(self, device=None):
-        inner = self.factory(device)
+    def __call__(self, runtime=None):
+        inner = self.factory(runtime)
         counter = self
 
         class Counting:
@@ -125,6 +125,7 @@ def learned_iou_report(work_dir: str, preset: str) -> dict:
     from a2o.detect.annotation import AnnotationDetector
     from a2o.detect.base import ConfigDetectorFactory, VideoMeta
     from a2o.detect.learned import read_detector_metadata
+    from a2o.runtime import Runtime
     from benchmarks._common import build_experiment
 
     started = time.perf_counter()
@@ -137,7 +138,7 @@ def learned_iou_report(work_dir: str, preset: str) -> dict:
     kinds.update({name: "bystander" for name in vocabulary["bystanders"]})
     kinds.update({name: "region" for name in vocabulary["regions"]})
     channels = list(meta["channels"])
-    detector = ConfigDetectorFactory(cfg.detect)("cpu")
+    detector = ConfigDetectorFactory(cfg.detect)(Runtime.cpu())
     oracle = AnnotationDetector()
     store = FrameStore(cfg.storage.path("frames", grid_key(cfg.data)))
     rows = [r for r in store.manifest().select(["video_id", "split", "boxes", "masks_uri"]).to_pylist()
@@ -260,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     from a2o.config import DetectConfig
     from a2o.detect.base import ConfigDetectorFactory
     from a2o.detect.cache import MapCache
+    from a2o.detect.classes import ClassSet
     from a2o.detect.stage import InProcessRunner
+    from a2o.runtime import Runtime
 
     with tempfile.TemporaryDirectory(prefix="a2o-bench-detect-") as tmp:
         if args.detector == "grounded_sam2":
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         store = _MemoryStore(os.path.join(tmp, "masks"), args.videos, args.frames, args.size)
         factory = _CountingFactory(ConfigDetectorFactory(detect_cfg))
         cache = MapCache(os.path.join(tmp, "cache"), factory.fingerprint, args.size)
-        runner = InProcessRunner(device="cpu")
+        runner = InProcessRunner(Runtime.cpu())
         runner([], store, factory, cache)  # nothing to do; the detector loads on first real task
 
         print(f"detector: {args.detector}   videos: {args.videos}   frames: {args.frames}   "
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         seen: set[str] = set()
         for step, class_set in enumerate(trajectory(), start=1):
             calls_before, pairs_before = factory.calls, factory.pairs
-            reader = cache.ensure_maps(class_set, store, factory, runner=runner)
+            reader = cache.ensure_maps(ClassSet.parse(class_set, where="trajectory"), store, factory, runner=runner)
             stats = reader.stats
             read_start = time.perf_counter()
             for vid in store.video_ids():

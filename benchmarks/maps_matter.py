@@ -196,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         sets = class_sets(cfg.data.root, best, args.max_classes)
         detector_iou = _detector_iou(cfg)
         # Fill the map cache once here, so parallel runs only read it.
+        from a2o.detect.classes import ClassSet
         from a2o.train.trial import prepare_inputs
 
-        prepare_inputs(cfg, sorted({c for classes in sets.values() for c in classes}))
+        prepare_inputs(cfg, ClassSet.parse(sorted({c for classes in sets.values() for c in classes}),
+                                           where="the benchmark's class sets"))
         setup_s = time.perf_counter() - started
         runs: dict[str, list[dict]] = {name: [] for name in sets}
         jobs = [(seed, name, classes) for seed in range(args.seeds) for name, classes in sets.items()]

@@ -8,9 +8,9 @@ seed's* ICRL run injected), Optuna TPE over vocabulary flags, random subsets, an
 
 How trials run (said again in the printout): each trial runs **in a benchmark process**, not
 through Ray Train or Tune, so a few hundred trials fit on 2 CPU cores; ``--jobs`` searches run at
-once in spawned processes. The trial is a real training run built from the blocks of
-:mod:`a2o.train.loop` (``ClipDataset``, ``build_recognizer``, ``build_optimizer``,
-``confusion_on``) under the recipe of ``benchmarks/maps_matter.py`` (:class:`benchmarks._common.Geometry`):
+once in spawned processes. The trial runs the product's own training steps
+(:func:`a2o.train.epoch.build_training`, ``train_one_epoch``, ``evaluate``: what every Ray Train
+worker runs) under the recipe of ``benchmarks/maps_matter.py`` (:func:`benchmarks._common.build_experiment`):
 the world's learned detector fills the real map cache, a frozen tiny V-JEPA2 (the same saved weights for
 every trial) with a fresh adapter, zero-init projection and probe is trained for ``--epochs``
 epochs, and per-epoch val accuracy is the reward. Searchers are driven through their Ray Tune
@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from a2o.detect.classes import ClassSet
 from benchmarks._common import Geometry
 from searchers.vocabulary import generic_vocabulary
 
@@ -82,6 +83,7 @@ class Bench:
     action_names: list[str]
     map_memo: dict = field(default_factory=dict)
     store_for_cache: Any = None  # the frame-store view MapCache.ensure_maps reads (set by setup)
+    frames_root: str = ""  # the frame store on disk (a TrialInputs field; trials read self.store)
 
 
 class MemoryFrames:
@@ -97,8 +99,8 @@ class MemoryFrames:
 class MemoMaps:
     """``read(video_id) -> (T, C, h, w) uint8`` from verified map-cache entries, memoised per (class, video)."""
 
-    def __init__(self, cache, classes: Sequence[str], memo: dict):
-        self.cache, self.classes, self.memo = cache, list(classes), memo
+    def __init__(self, cache, class_set: ClassSet, memo: dict):
+        self.cache, self.classes, self.memo = cache, list(class_set), memo
 
     def read(self, video_id: str) -> np.ndarray:
         planes = []
@@ -116,35 +118,28 @@ def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Benc
     Idempotent (each parallel job calls it; only the first writes). ``geometry`` is the model and
     optimiser recipe of ``benchmarks/maps_matter.py``, under which maps of the right objects help.
     """
-    from a2o.config import config_from_dict, resolve_paths
-    from a2o.data.framestore import FrameStore, prepare_frame_store
+    from a2o.data.framestore import FrameStore
     from a2o.data.manifest import load_manifest
-    from a2o.data.synthetic import generate_synth, load_dataset_info
+    from a2o.data.synthetic import load_dataset_info
     from a2o.detect.base import ConfigDetectorFactory
     from a2o.detect.cache import map_cache_for
-    from a2o.detect.learned_train import ensure_learned_detector
     from a2o.train.trial import frames_root, label_names, resolve_checkpoint
+    from benchmarks._common import build_experiment
 
-    synth = generate_synth(os.path.join(out_dir, "synth"), preset, seed=0)
-    g = geometry
-    cfg = resolve_paths(config_from_dict({
-        "data": {"dataset": "synthetic", "root": synth, "synth_preset": preset, "num_frames": g.num_frames,
-                 "resolution": g.resolution},
-        "detect": {"detector": "learned"},
-        "model": {"checkpoint": "tiny", "tiny_hidden": g.hidden, "tiny_layers": g.layers, "tiny_patch": g.patch,
-                  "freeze_backbone": g.freeze_backbone},
-        "train": {"epochs": epochs, "final_epochs": epochs, "batch_size": g.batch_size, "lr": g.lr,
-                  "fusion_lr_scale": g.fusion_lr_scale, "weight_decay": 0.05, "augment": False,
-                  "eval_segments": 1, "eval_views": 1},
-        "search": {"max_classes": 8, "vocabulary": VOCABULARY, "task_description": TASK},
-        "llm": {"prompt": "small"},
-        "storage": {"root": os.path.abspath(os.path.join(out_dir, "storage")), "experiment_name": "bench"},
-    }))
+    # The maps_matter recipe (learned detector, trained once: a lock keeps parallel jobs from
+    # training it twice), plus what a search and its final evaluation read.
+    cfg = build_experiment(
+        out_dir, preset=preset, detector="learned", geometry=geometry, epochs=epochs,
+        storage_root=os.path.abspath(os.path.join(out_dir, "storage")),
+        overrides={
+            "train": {"final_epochs": epochs, "weight_decay": 0.05, "eval_segments": 1, "eval_views": 1},
+            "search": {"max_classes": 8, "vocabulary": VOCABULARY, "task_description": TASK},
+            "llm": {"prompt": "small"},
+            "storage": {"experiment_name": "bench"},
+        },
+    )
+    synth = cfg.data.root
     manifest = load_manifest(cfg.data)
-    summary = prepare_frame_store(manifest, cfg.data, frames_root(cfg), use_ray=False)
-    if summary.skipped:
-        raise RuntimeError(f"{summary.skipped} A2O-Synth videos could not be decoded: {summary.skipped_ids[:5]}")
-    ensure_learned_detector(cfg)  # trained once (a lock keeps parallel jobs from training it twice)
     store = FrameStore(frames_root(cfg))
     rows = store.manifest().select(["video_id", "label_id", "split"]).to_pylist()
     splits = {s: ([r["video_id"] for r in rows if r["split"] == s], [int(r["label_id"]) for r in rows if r["split"] == s])
@@ -157,6 +152,7 @@ def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Benc
         labels=labels, splits=splits, action_names=list(load_dataset_info(synth)["actions"]),
     )
     bench.store_for_cache = _StoreForCache(store, bench.store)
+    bench.frames_root = frames_root(cfg)
     return bench
 
 
@@ -174,84 +170,87 @@ class TrialRun:
     stopped_early: bool
 
 
-def _maps_for(bench: Bench, classes: Sequence[str], split_names: Sequence[str]):
-    if not classes:
+def _maps_for(bench: Bench, class_set: ClassSet, split_names: Sequence[str]):
+    if not class_set:
         return None, 0, 0
     video_ids = [vid for s in split_names for vid in bench.splits[s][0]]
-    reader = bench.cache.ensure_maps(list(classes), bench.store_for_cache, bench.factory, video_ids=video_ids)
-    return MemoMaps(bench.cache, reader.class_set, bench.map_memo), reader.stats.computed_pairs, reader.stats.reused_pairs
+    reader = bench.cache.ensure_maps(class_set, bench.store_for_cache, bench.factory, video_ids=video_ids)
+    return MemoMaps(bench.cache, class_set, bench.map_memo), reader.stats.computed_pairs, reader.stats.reused_pairs
 
 
-def run_trial(bench: Bench, classes: Sequence[str], *, lr: float, weight_decay: float, seed: int,
+def trial_spec(bench: Bench, class_set: ClassSet, maps, *, lr: float, weight_decay: float, seed: int):
+    """The product's :class:`~a2o.train.spec.TrialSpec` of one benchmark trial: the bench's config
+    with the trial's lr / weight decay and the search seed as the training seed."""
+    from a2o.train.spec import TrialInputs, TrialSpec
+
+    cfg = bench.cfg
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=lr, weight_decay=weight_decay, seed=seed))
+    (train_ids, train_labels), (val_ids, val_labels) = bench.splits["train"], bench.splits["val"]
+    inputs = TrialInputs(
+        frames_root=bench.frames_root, maps=maps, class_set=class_set, labels=tuple(bench.labels),
+        train_ids=tuple(train_ids), train_labels=tuple(train_labels),
+        val_ids=tuple(val_ids), val_labels=tuple(val_labels),
+    )
+    return TrialSpec.from_config(cfg, inputs)
+
+
+def run_trial(bench: Bench, class_set: ClassSet, *, lr: float, weight_decay: float, seed: int,
               on_epoch: Callable[[dict[str, Any]], bool]) -> TrialRun:
-    """Train ``classes`` for ``train.epochs``; ``on_epoch(metrics)`` returns True to stop early (ASHA)."""
+    """Train ``class_set`` for ``train.epochs``; ``on_epoch(metrics)`` returns True to stop early (ASHA).
+
+    The product's steps (:func:`a2o.train.epoch.build_training`, ``train_one_epoch``, ``evaluate``)
+    on one CPU rank, configured with the in-memory frames, the memoised maps and val batches of 64.
+    """
     import torch
 
-    from a2o.model import build_recognizer
-    from a2o.train.data import ClipDataset
-    from a2o.train.loop import build_optimizer, confusion_on
+    from a2o.runtime import Runtime
+    from a2o.train.epoch import build_training, evaluate, train_one_epoch
     from a2o.train.metrics import classwise_from_confusion
 
     started = time.perf_counter()
-    cfg, tcfg = bench.cfg, bench.cfg.train
-    maps, computed, reused = _maps_for(bench, classes, ("train", "val"))
-    torch.manual_seed(seed)
-    device = torch.device("cpu")
-    model = build_recognizer(cfg.model, num_classes_in=len(classes), labels=bench.labels,
-                             num_frames=cfg.data.num_frames, resolution=cfg.data.resolution)
-    train_ids, train_labels = bench.splits["train"]
-    val_ids, val_labels = bench.splits["val"]
-    size = cfg.data.resolution
-    train_loader = torch.utils.data.DataLoader(
-        ClipDataset(train_ids, train_labels, bench.store, maps, size=size, train=False),
-        batch_size=tcfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    val_loader = torch.utils.data.DataLoader(
-        ClipDataset(val_ids, val_labels, bench.store, maps, size=size, train=False), batch_size=64)
-    # the training loop's own optimiser: AdamW + cosine, fusion path at train.fusion_lr_scale x lr
-    trial_train = dataclasses.replace(tcfg, lr=lr, weight_decay=weight_decay)
-    optimizer, schedule = build_optimizer(model, model, trial_train, total_steps=len(train_loader) * tcfg.epochs)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    maps, computed, reused = _maps_for(bench, class_set, ("train", "val"))
+    spec = trial_spec(bench, class_set, maps, lr=lr, weight_decay=weight_decay, seed=seed)
+    tcfg = spec.train
+    runtime = Runtime.cpu(tcfg.precision)
+    torch.manual_seed(seed)  # the adapter's and probe's initial weights
+    training = build_training(spec, bench.store, maps, wrap=lambda model: model.to(runtime.device), eval_batch_size=64)
     reports: list[dict[str, Any]] = []
     stopped = False
     for epoch in range(1, tcfg.epochs + 1):
-        model.train()
-        loss_sum, count = 0.0, 0
-        for frames, clip_maps, labels in train_loader:
-            logits = model(frames, clip_maps if clip_maps.shape[2] else None)
-            loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            count += len(labels)
-        confusion = confusion_on(model, val_loader, len(bench.labels), device, "fp32").numpy()
+        training.train_set.set_epoch(epoch)
+        # max_steps=0: the loader runs to its end. (Stopping at the last step, as the Ray Train loop
+        # does, leaves the shuffle generator one draw behind, so epoch 2 on would see another order
+        # than the one this benchmark's published figures were measured with.)
+        loss = train_one_epoch(training.model, training.train_loader, training.optimizer, training.scheduler, runtime,
+                               grad_accum=tcfg.grad_accum, max_steps=0)
+        confusion = evaluate(training.model, training.val_loader, len(bench.labels), runtime).cpu().numpy()
         metrics = {
             "val_accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
             "classwise_accuracy": classwise_from_confusion(confusion, bench.labels),
-            "loss": loss_sum / max(1, count), "epoch": epoch, "training_iteration": epoch,
-            "classes": list(classes), "time_total_s": time.perf_counter() - started,
+            "loss": loss.mean, "epoch": epoch, "training_iteration": epoch,
+            "classes": list(class_set), "time_total_s": time.perf_counter() - started,
         }
         reports.append(metrics)
         if on_epoch(metrics) and epoch < tcfg.epochs:
             stopped = True
             break
-    return TrialRun(reports, model, time.perf_counter() - started, computed, reused, stopped)
+    return TrialRun(reports, training.core, time.perf_counter() - started, computed, reused, stopped)
 
 
-def evaluate_test(bench: Bench, classes: Sequence[str], model) -> dict[str, Any]:
+def evaluate_test(bench: Bench, class_set: ClassSet, model) -> dict[str, Any]:
     """Accuracy of ``model`` on the test split (one centre clip per video)."""
     import torch
 
+    from a2o.runtime import Runtime
     from a2o.train.data import ClipDataset
-    from a2o.train.loop import confusion_on
+    from a2o.train.epoch import evaluate
     from a2o.train.metrics import classwise_from_confusion
 
-    maps, _, _ = _maps_for(bench, classes, ("test",))
+    maps, _, _ = _maps_for(bench, class_set, ("test",))
     ids, labels = bench.splits["test"]
     loader = torch.utils.data.DataLoader(
         ClipDataset(ids, labels, bench.store, maps, size=bench.cfg.data.resolution, train=False), batch_size=64)
-    confusion = confusion_on(model, loader, len(bench.labels), torch.device("cpu"), "fp32").numpy()
+    confusion = evaluate(model, loader, len(bench.labels), Runtime.cpu(bench.cfg.train.precision)).cpu().numpy()
     return {"accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
             "classwise_accuracy": classwise_from_confusion(confusion, bench.labels),
             "confusion_matrix": confusion.tolist(), "num_samples": int(confusion.sum()),
@@ -417,7 +416,9 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
         weight_decay = float(config.get("weight_decay", bench.cfg.train.weight_decay))
         error, run = None, None
         try:
-            run = run_trial(bench, classes, lr=lr, weight_decay=weight_decay, seed=seed, on_epoch=on_epoch)
+            # The searcher's texts enter here (as in a2o.train.trial.run_trial): a bad set is a failed trial.
+            class_set = ClassSet.parse(classes, where="trial config 'classes'")
+            run = run_trial(bench, class_set, lr=lr, weight_decay=weight_decay, seed=seed, on_epoch=on_epoch)
         except Exception as exc:  # noqa: BLE001 - a failed trial is a result, as in Tune
             log.warning("trial %s failed: %s", trial_id, exc)
             error = f"{type(exc).__name__}: {exc}"[:300]
@@ -446,7 +447,7 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
     final = None
     if best_row is not None:
         final = {"classes": best_row["classes"], "labels": bench.labels, "val_accuracy": best_row["val_accuracy"],
-                 "test": evaluate_test(bench, best_row["classes"], best_model),
+                 "test": evaluate_test(bench, ClassSet.parse(best_row["classes"]), best_model),
                  "detector_fingerprint": bench.factory.fingerprint, "source": "best search trial (no retraining)"}
     stats = dict(getattr(searcher, "stats", {}) or {})
     stats.pop("per_suggestion", None)

@@ -141,7 +141,7 @@ def offline_probabilities(best: Any, rows: list[dict[str, Any]]) -> list[np.ndar
     from a2o.model import load_recognizer
     from a2o.train.evaluate import predict_row
 
-    model, _ = load_recognizer(best.model_dir)
+    model, _ = load_recognizer(best.model_dir, classes=best.classes)
     detector = create_detector(best.config.detect) if best.classes else None
     return [predict_row(model, detector, best.classes, best.geometry, row) for row in rows]
 
@@ -245,7 +245,7 @@ def compare(best: Any, rows: list[dict[str, Any]], served: list[dict[str, Any]],
     return {
         "model": best.root,
         "detector": best.config.detect.detector,
-        "classes": best.classes,
+        "classes": list(best.classes),
         "labels": best.labels,
         "clips": n,
         "served_errors": sum(1 for reply in served if reply["status"] != 200),
@@ -269,7 +269,7 @@ def run_agreement(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> str:
     import ray
 
-    from a2o.commands._ray import start_local
+    from a2o.commands.ray_session import start_local
     from a2o.serve.best import read_best
 
     started_ray = not ray.is_initialized()

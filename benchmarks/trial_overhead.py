@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     set_torch_threads(1)
     import ray
 
-    from a2o.commands._ray import start_local
+    from a2o.commands.ray_session import start_local
     from a2o.config import config_to_dict
 
     with tempfile.TemporaryDirectory(prefix="a2o-trial-overhead-") as tmp:

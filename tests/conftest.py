@@ -17,7 +17,7 @@ def ray_local():
     """A private local Ray cluster for the tests that need one (started once per session)."""
     import ray
 
-    from a2o.commands._ray import start_local
+    from a2o.commands.ray_session import start_local
 
     if not ray.is_initialized():
         start_local(num_cpus=2, log_to_driver=False)

@@ -107,7 +107,7 @@ def save_random_recognizer(model_dir: str, cfg, *, classes: Sequence[str], label
 
     model = build_recognizer(
         cfg.model,
-        num_classes_in=len(classes),
+        classes=classes,
         labels=list(labels),
         num_frames=cfg.data.num_frames,
         resolution=cfg.data.resolution,
@@ -117,7 +117,7 @@ def save_random_recognizer(model_dir: str, cfg, *, classes: Sequence[str], label
         with torch.no_grad():
             for parameter in model.fusion.parameters():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    save_recognizer(model, model_dir, classes=classes, labels=labels)
+    save_recognizer(model, model_dir)
     return model_dir
 
 

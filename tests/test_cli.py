@@ -38,13 +38,13 @@ def test_search_requires_config():
 
 
 def test_remote_storage_is_staged_then_published(tmp_path):
-    from a2o.service import _local_dir, _publish
+    from a2o.service import local_dir, publish
 
     uri = "memory://a2o-test-run/best"
-    staged = _local_dir(uri)
+    staged = local_dir(uri)
     assert not staged.startswith("memory")
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "metrics.json").write_text('{"ok": true}')
-    _publish(str(tmp_path / "best"), uri)
+    publish(str(tmp_path / "best"), uri)
     fs = fsspec.filesystem("memory")
     assert fs.cat_file("/a2o-test-run/best/metrics.json") == b'{"ok": true}'

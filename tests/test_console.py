@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from a2o.commands import _console
+from a2o.commands import console
 from a2o.progress import Progress, set_console
 
 
@@ -19,19 +19,18 @@ def quiet_console():
     """setup_logging(verbose=False) for one test, then the root logger as it was."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
-    _console.setup_logging(False)
+    console.setup_logging(False)
     yield
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in saved_handlers:
         root.addHandler(handler)
     root.setLevel(saved_level)
-    _console._console_handler = None
-    set_console(None)
+    console.reset_logging()
 
 
 def test_run_log_keeps_library_and_native_output_off_the_terminal(tmp_path, capfd, quiet_console):
-    with _console.run_log(str(tmp_path / "logs"), "search") as run:
+    with console.run_log(str(tmp_path / "logs"), "search") as run:
         logging.getLogger("a2o.search").info("phase: trials")
         logging.getLogger("httpx").warning("PlacementGroupCleaner: State API unavailable")  # a library logger
         logging.getLogger("tensorboardX.summary").info("Summary name x y is illegal")
@@ -53,8 +52,8 @@ def test_run_log_keeps_library_and_native_output_off_the_terminal(tmp_path, capf
 
 
 def test_unexpected_error_is_one_line_on_the_terminal_and_a_traceback_in_the_file(tmp_path, capfd, quiet_console):
-    with pytest.raises(_console.ReportedError):
-        with _console.run_log(str(tmp_path / "logs"), "search") as run:
+    with pytest.raises(console.ReportedError):
+        with console.run_log(str(tmp_path / "logs"), "search") as run:
             raise RuntimeError("the disk is full")
     err = capfd.readouterr().err
     assert "unexpected RuntimeError: the disk is full" in err and run.path in err
@@ -66,14 +65,14 @@ def test_verbose_mode_redirects_nothing(tmp_path, capfd):
     root = logging.getLogger()
     saved = list(root.handlers), root.level
     try:
-        _console.setup_logging(True)
-        with _console.run_log(str(tmp_path / "logs"), "search") as run:
+        console.setup_logging(True)
+        with console.run_log(str(tmp_path / "logs"), "search") as run:
             os.write(2, b"native line\n")
         assert run.path is None
         assert "native line" in capfd.readouterr().err
         assert not (tmp_path / "logs").exists()
     finally:
-        _console._verbose = False
+        console.reset_logging()
         for handler in list(root.handlers):
             root.removeHandler(handler)
         for handler in saved[0]:
@@ -82,7 +81,7 @@ def test_verbose_mode_redirects_nothing(tmp_path, capfd):
 
 
 def test_console_formatter_shows_no_traceback():
-    formatter = _console.ConsoleFormatter()
+    formatter = console.ConsoleFormatter()
     try:
         raise ValueError("boom")
     except ValueError:
@@ -107,5 +106,5 @@ def test_progress_without_a_terminal_logs_plain_lines(caplog):
 
 
 def test_log_dir_for_remote_storage_is_local():
-    assert _console.log_dir_for("runs/demo") == os.path.join("runs/demo", "logs")
-    assert "://" not in _console.log_dir_for("s3://bucket/run")
+    assert console.log_dir_for("runs/demo") == os.path.join("runs/demo", "logs")
+    assert "://" not in console.log_dir_for("s3://bucket/run")

@@ -23,8 +23,9 @@ from a2o.detect.base import (  # noqa: E402
     create_detector,
     detector_fingerprint,
 )
-from a2o.detect.classes import class_key, validate_class_set, validate_class_text  # noqa: E402
+from a2o.detect.classes import ClassSet, class_key, validate_class_text  # noqa: E402
 from a2o.errors import ClassTextError  # noqa: E402
+from a2o.runtime import Runtime  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def tiny_cfg(tmp_path_factory) -> DetectConfig:
 
 @pytest.fixture(scope="module")
 def tiny_detector(tiny_cfg):
-    return create_detector(tiny_cfg, device="cpu")
+    return create_detector(tiny_cfg, Runtime.cpu())
 
 
 def _frames(num_frames=3, size=32, seed=0) -> np.ndarray:
@@ -86,6 +87,15 @@ def test_create_detector_unknown_name_lists_valid_names():
     object.__setattr__(cfg, "detector", "yolo")
     with pytest.raises(ValueError, match="annotation"):
         create_detector(cfg)
+    with pytest.raises(ValueError, match="annotation"):
+        detector_fingerprint(cfg)
+
+
+def test_detectors_take_a_runtime_from_the_caller(tiny_detector):
+    assert tiny_detector.device.type == "cpu" and not tiny_detector.runtime.uses_bf16
+    with pytest.raises(TypeError, match="Runtime"):
+        create_detector(DetectConfig(), "cpu")  # a bare device name is not a runtime
+    assert create_detector(DetectConfig(), Runtime.cpu()).fingerprint == detector_fingerprint(DetectConfig())
 
 
 # -- annotation detector -----------------------------------------------------------------------
@@ -194,8 +204,8 @@ def test_hostile_class_texts_are_rejected_naming_the_rule(text, rule):
 
 
 def test_class_set_duplicates_after_normalisation_are_rejected():
-    assert validate_class_set(["Ball", "bat"]) == ["ball", "bat"]
+    assert ClassSet.parse(["Ball", "bat"]).texts == ("ball", "bat")
     with pytest.raises(ClassTextError, match="twice"):
-        validate_class_set(["Ball", "ball "])
+        ClassSet.parse(["Ball", "ball "])
     with pytest.raises(ClassTextError, match="list"):
-        validate_class_set("ball,bat")
+        ClassSet.parse("ball,bat")

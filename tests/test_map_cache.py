@@ -76,7 +76,7 @@ class CountingFactory:
     def __setstate__(self, state):
         self.__dict__.update(state, _lock=threading.Lock())
 
-    def __call__(self, device=None):
+    def __call__(self, runtime=None):
         factory = self
 
         class Counting:
@@ -241,7 +241,7 @@ def test_concurrent_trials_compute_a_shared_class_once(store, cache_root):
 def test_stale_lock_is_broken(store, cache_root):
     factory = CountingFactory()
     cache = MapCache(cache_root, factory.fingerprint, RES, lock_stale_s=5.0, poll_s=0.01)
-    lock = os.path.join(cache.class_dir("ball"), ".lock")
+    lock = cache.lock_path("ball")
     os.makedirs(os.path.dirname(lock))
     open(lock, "w").write("{}")
     os.utime(lock, (time.time() - 60, time.time() - 60))  # holder died a minute ago
@@ -272,16 +272,39 @@ def test_ray_data_stage_matches_in_process(store, tmp_path, ray_local):
     assert again.stats.computed_pairs == 0 and again.stats.reused_pairs == 6
 
 
-def test_lock_of_a_dead_process_is_broken_at_once(tmp_path):
+def test_lock_of_a_dead_process_is_broken_at_once(store, cache_root):
     """A trial killed mid-detection leaves its lock; the next trial must not wait for it."""
     import json as _json
     import subprocess
 
-    cache = MapCache(str(tmp_path / "maps"), "fp-dead-lock", 8, lock_stale_s=3600)
-    cache._ensure_dir("ball")
+    factory = CountingFactory()
+    # Neither stale (an hour) nor waited for (lock_wait_s): only the dead holder lets this through.
+    cache = MapCache(cache_root, factory.fingerprint, RES, lock_stale_s=3600, lock_wait_s=0.0, poll_s=0.01)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock = cache._lock_path("ball")
+    lock = cache.lock_path("ball")
+    os.makedirs(os.path.dirname(lock))
     with open(lock, "w") as fh:
-        _json.dump({"pid": int(dead.stdout), "host": os.uname().nodename, "time": 0}, fh)
-    assert not cache._is_locked("ball")
-    assert cache._try_lock("ball")
+        _json.dump({"pid": int(dead.stdout), "host": os.uname().nodename, "time": time.time()}, fh)
+    reader = cache.ensure_maps(["ball"], store, factory)
+    assert reader.stats.computed_pairs == 3 and not os.path.exists(lock)
+
+
+def test_reader_addresses_entries_by_key_without_hashing(store, cache_root, monkeypatch):
+    """Reading a class set's maps neither hashes nor re-validates its texts (keys are precomputed)."""
+    from a2o.detect import cache as cache_module
+    from a2o.detect.classes import ClassSet
+
+    factory = CountingFactory()
+    cache = MapCache(cache_root, factory.fingerprint, RES)
+    classes = ClassSet.parse(["Ball", "bat"])
+    reader = cache.ensure_maps(classes, store, factory)
+    assert reader.class_set is classes
+    assert cache.read_entry(classes.keys[0], "vid0").tobytes() == cache.read_entry("ball", "vid0").tobytes()
+
+    def no_hashing(text):
+        raise AssertionError(f"class_key({text!r}) called on the read path")
+
+    monkeypatch.setattr(cache_module, "class_key", no_hashing)
+    maps = reader.read("vid0")  # (T, C, res, res)
+    assert maps.shape[1] == 2
+    np.testing.assert_array_equal(maps, _expected(store, "vid0", ["ball", "bat"]))

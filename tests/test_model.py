@@ -25,6 +25,7 @@ from a2o.model import (
 
 DEVICE = torch.device(os.environ.get("A2O_TEST_DEVICE", "cpu"))
 LABELS = ["jump", "run", "throw"]
+CLASSES = ("ball", "hand", "racket")  # object classes of the map channels, in channel order
 T, SIZE = 4, 32
 
 
@@ -36,7 +37,7 @@ def tiny_cfg(**overrides) -> ModelConfig:
 
 def make_recognizer(num_classes_in: int = 3, **overrides) -> A2ORecognizer:
     model = build_recognizer(
-        tiny_cfg(**overrides), num_classes_in=num_classes_in, labels=LABELS, num_frames=T, resolution=SIZE
+        tiny_cfg(**overrides), classes=CLASSES[:num_classes_in], labels=LABELS, num_frames=T, resolution=SIZE
     )
     return model.to(DEVICE)
 
@@ -214,11 +215,13 @@ def test_forward_validates_inputs():
 
 def test_build_recognizer_config_errors():
     with pytest.raises(ConfigError, match="data.resolution"):
-        build_recognizer(tiny_cfg(), num_classes_in=1, labels=LABELS, num_frames=T, resolution=36)
+        build_recognizer(tiny_cfg(), classes=["ball"], labels=LABELS, num_frames=T, resolution=36)
     with pytest.raises(ConfigError, match="data.num_frames"):
-        build_recognizer(tiny_cfg(), num_classes_in=1, labels=LABELS, num_frames=5, resolution=SIZE)
+        build_recognizer(tiny_cfg(), classes=["ball"], labels=LABELS, num_frames=5, resolution=SIZE)
     with pytest.raises(ConfigError, match="unique"):
-        build_recognizer(tiny_cfg(), num_classes_in=1, labels=["a", "a"], num_frames=T, resolution=SIZE)
+        build_recognizer(tiny_cfg(), classes=["ball"], labels=["a", "a"], num_frames=T, resolution=SIZE)
+    with pytest.raises(TypeError, match="not one string"):
+        build_recognizer(tiny_cfg(), classes="ball", labels=LABELS, num_frames=T, resolution=SIZE)
 
 
 def test_tiny_checkpoint_dir_loads_like_a_published_one(tmp_path):
@@ -240,7 +243,7 @@ def test_tiny_checkpoint_dir_loads_like_a_published_one(tmp_path):
     # another size (2 labels saved, 3 wanted) is re-initialised.
     model = build_recognizer(
         tiny_cfg(checkpoint=str(tmp_path / "ckpt")),
-        num_classes_in=1,
+        classes=["ball"],
         labels=LABELS,
         num_frames=T,
         resolution=SIZE,
@@ -260,14 +263,14 @@ def test_save_and_load_recognizer_round_trip(tmp_path, num_classes_in):
         randomize_projection(model)
     frames, maps = make_inputs(num_classes_in)
     maps = maps if num_classes_in else None
-    classes = ["ball", "hand"][:num_classes_in]
-    save_recognizer(
-        model, str(tmp_path / "best"), classes=classes, labels=LABELS, extra={"val_accuracy": 0.5}
-    )
-    loaded, meta = load_recognizer(str(tmp_path / "best"))
+    classes = list(CLASSES[:num_classes_in])
+    assert model.classes == tuple(classes) and model.num_classes_in == num_classes_in
+    save_recognizer(model, str(tmp_path / "best"), extra={"val_accuracy": 0.5})
+    loaded, meta = load_recognizer(str(tmp_path / "best"), classes=classes)
     loaded = loaded.to(DEVICE)
     with torch.no_grad():
         assert torch.equal(model(frames, maps), loaded(frames, maps))
+    assert loaded.classes == tuple(classes)
     assert meta["classes"] == classes and meta["labels"] == LABELS
     assert (
         meta["adapter_dim"] == 8 and meta["adapter_depth"] == 1 and meta["num_classes_in"] == num_classes_in
@@ -276,12 +279,19 @@ def test_save_and_load_recognizer_round_trip(tmp_path, num_classes_in):
     assert loaded.freeze_backbone == (num_classes_in == 0)
 
 
-def test_save_recognizer_checks_classes_and_load_rejects_incomplete_dirs(tmp_path):
+def test_load_checks_the_channel_order_and_rejects_incomplete_dirs(tmp_path):
+    """A loader that feeds maps in another order (or of another set) would fuse each channel as
+    the wrong object without any shape error: loading with the caller's class set refuses it."""
+    from a2o.detect.classes import ClassSet
+
     model = make_recognizer(2)
-    with pytest.raises(ValueError, match="2 classes given|C=2"):
-        save_recognizer(model, str(tmp_path / "x"), classes=["ball"], labels=LABELS)
-    with pytest.raises(ValueError, match="labels"):
-        save_recognizer(model, str(tmp_path / "x"), classes=["a", "b"], labels=["z", "y", "x"])
+    save_recognizer(model, str(tmp_path / "x"))
+    loaded, _ = load_recognizer(str(tmp_path / "x"), classes=ClassSet.parse(["ball", "hand"]))
+    assert loaded.classes == ("ball", "hand")
+    with pytest.raises(A2OError, match="channel order"):
+        load_recognizer(str(tmp_path / "x"), classes=["hand", "ball"])
+    with pytest.raises(A2OError, match="channel order"):
+        load_recognizer(str(tmp_path / "x"), classes=["ball"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(A2OError, match="recognizer.json"):
         load_recognizer(str(tmp_path / "empty"))

@@ -13,7 +13,6 @@ import pytest
 
 from a2o.config import config_from_dict, config_to_dict
 
-HOSTILE = 'ball <script>alert("x")</script> & "cup"'
 BEST = ["ball", "hand", "floor", "table", "zebra"]  # floor, table: regions of the tiny world; zebra: no map
 
 
@@ -28,14 +27,18 @@ def _config(root) -> dict:
     }))
 
 
-def _trial(iteration, classes, acc, labels, *, error=None, source="llm"):
+def _trial(iteration, classes, acc, labels, *, error=None, source="llm", confusion=None):
+    """A results.json row as a2o.service writes it: the trial's record plus the service's columns.
+    (tests/test_report_parts.py reads rows of the older, unversioned shape.)"""
+    from a2o.detect.classes import ClassSet
+    from a2o.records import TrialRecord, TrialRow
+
     classwise = {label: (acc + 0.1 * i) % 1.0 for i, label in enumerate(labels)} if acc is not None else {}
-    return {
-        "iteration": iteration, "trial_id": f"t{iteration:04d}", "classes": classes, "proposal_source": source,
-        "lr": None, "weight_decay": None, "val_accuracy": acc, "classwise_accuracy": classwise,
-        "epochs": 2 if acc is not None else 0, "val_accuracy_per_epoch": [acc, acc] if acc is not None else [],
-        "maps_computed": 3, "maps_reused": 0, "time_s": 4.2, "error": error,
-    }
+    last_result = {"val_accuracy": acc, "classwise_accuracy": classwise, "confusion": confusion,
+                   "epoch": 2 if acc is not None else 0, "time_total_s": 4.2}
+    record = TrialRecord.from_result(ClassSet.parse(classes), last_result, error=error is not None, source=source,
+                                     trial_id=f"t{iteration:04d}")
+    return TrialRow(iteration, record, (acc, acc) if acc is not None else (), maps_computed=3, error=error).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +69,11 @@ def tiny_run(tmp_path_factory):
     test = _confusion([label_ids[r["label"]] for r in manifest.to_pylist() if r["split"] == "test"], len(labels), wrong=1)
     trials = [
         _trial(1, ["hand", "box"], 0.25, labels, source="initial"),
-        _trial(2, ["hand", "box", HOSTILE], 0.5, labels),
+        _trial(2, ["hand", "box", "cup"], 0.5, labels),
         _trial(3, [], None, labels, error="TrainingError: <boom> & co"),
-        _trial(4, BEST, _accuracy(search_val), labels),
+        # as service.trial_rows writes it: the last epoch's val matrix
+        _trial(4, BEST, _accuracy(search_val), labels, confusion=search_val),
     ]
-    trials[3]["confusion"] = search_val  # as service._trial_rows writes it: the last epoch's val matrix
     results = {
         "config": config, "searcher": "icrl", "scheduler": "fifo", "trials": trials, "best_trial": trials[3],
         "searcher_stats": {"llm_calls": 3, "prompt_tokens": 900, "completion_tokens": 60, "llm_time_s": 2.5},
@@ -112,11 +115,9 @@ def test_report_of_one_run(tiny_run, capsys):
     for iteration in (1, 2, 3, 4):  # every trial is in the table
         assert f"t{iteration:04d}" in page and f'id="run-0-trial-{iteration}"' in page
     assert page.count("<tr id=") + page.count("<tr class=best id=") == 4
-    # The LLM's text is escaped, never markup.
-    assert "<script>" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;cup&quot;" in page
-    assert "&lt;boom&gt; &amp; co" in page
-    # Diffs to the previous iteration: trial 4 adds ball and floor, drops box and the hostile text.
+    # A run's text is escaped, never markup (class texts with markup: tests/test_report_parts.py).
+    assert "&lt;boom&gt; &amp; co" in page and "<boom>" not in page
+    # Diffs to the previous iteration: trial 3 drops box, trial 4 adds ball.
     assert '<span class="added">+ball</span>' in page and '<span class="removed">-box</span>' in page
     # The PNGs exist, are non-empty PNGs, and every <img> points at one of them.
     names = {"accuracy.png", "classwise_0.png", "overlay_0.png", "confusion_0_search-val.png",
@@ -158,7 +159,7 @@ def test_report_explains_itself(tiny_run, tmp_path):
     assert "<code>results.json: best_trial.confusion</code>" in page
 
     # Overlay legend: exactly the classes whose map reaches 0.5 in the shown frames; regions apart.
-    overlay = load_overlay(results, str(run))
+    overlay = load_overlay(results, str(run), BEST)
     drawn = [text for index, text in enumerate(overlay.classes)
              if any((maps[:, index] >= 128).any() for _, _, _, maps in overlay.videos)]
     objects = re.search(r'<span class="legend-objects">objects: ([^<]*)</span>', page).group(1)

@@ -144,3 +144,48 @@ def test_confusions_are_found_where_a_run_keeps_them(tmp_path):
         json.dumps({"labels": labels, "extra": {"confusion": [[1, 1], [1, 1]]}}))
     found, _ = final_confusions(run)
     assert found["val"].matrix == [[1, 1], [1, 1]] and found["val"].split == "val"
+
+
+HOSTILE = 'ball <script>alert("x")</script> & "cup"'
+
+
+def _old_row(iteration, classes, acc, **extra):
+    """A trial row as results.json held it before TrialRecord (no record_version, flat lr, time_s)."""
+    return {"iteration": iteration, "trial_id": f"t{iteration}", "classes": classes, "proposal_source": "llm",
+            "lr": 0.001, "weight_decay": None, "val_accuracy": acc,
+            "classwise_accuracy": {"a": acc} if acc is not None else {}, "epochs": 2,
+            "val_accuracy_per_epoch": [acc, acc] if acc is not None else [], "maps_computed": 1, "maps_reused": 2,
+            "time_s": 3.5, "error": None, **extra}
+
+
+def test_old_unversioned_results_are_read_and_unreadable_rows_are_noted(tmp_path):
+    from a2o.report import build_report
+
+    rows = [_old_row(1, ["Hand"], 0.5), _old_row(2, ["hand", HOSTILE], 0.9),
+            _old_row(3, [], None, error="TrainingError: <x>")]
+    run = _run(tmp_path, {"searcher": "icrl", "scheduler": "fifo", "trials": rows, "best_trial": rows[0], "final": None})
+    first, failed = run.trials
+    assert first.iteration == 1 and first.record.class_set.texts == ("hand",) and first.record.source == "llm"
+    assert first.record.wall_time_s == 3.5 and dict(first.record.hyperparameters) == {"lr": 0.001}
+    assert first.val_accuracy_per_epoch == (0.5, 0.5) and first.maps_reused == 2
+    assert failed.iteration == 3 and failed.record.status == "error" and failed.error == "TrainingError: <x>"
+    assert run.best_trial.iteration == 1 and run.best_val() == 0.5
+    # The row whose class text is markup is left out, and the report says why (escaped).
+    assert len(run.notes) == 1 and "trial row 2 skipped" in run.notes[0] and "safe characters" in run.notes[0]
+    page = open(build_report(str(tmp_path), overlays="none").html_path).read()
+    assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert 'id="run-0-trial-1"' in page and 'id="run-0-trial-3"' in page and 'id="run-0-trial-2"' not in page
+    assert "&lt;x&gt;" in page and "3.5" in page
+
+
+def test_new_rows_round_trip_through_the_report_reader(tmp_path):
+    from a2o.detect.classes import ClassSet
+    from a2o.records import TrialRecord, TrialRow
+
+    record = TrialRecord.from_result(ClassSet.parse(["cup", "hand"]), {"val_accuracy": 0.5, "epoch": 1,
+                                                                      "time_total_s": 2.0},
+                                     source="llm", hyperparameters={"lr": 0.01}, trial_id="t1")
+    row = TrialRow(1, record.with_status("early_stopped"), (0.5,), maps_computed=2, maps_reused=0)
+    run = _run(tmp_path, {"trials": [row.to_dict()], "best_trial": row.to_dict()})
+    assert run.trials == (row,) and run.best_trial == row and run.notes == ()
+    assert run.best_val() == 0.5  # an early-stopped trial is scored

@@ -431,13 +431,13 @@ def test_oracle_model_is_refused_with_the_fix_named(best_dir):
 
 
 def test_serve_command_refuses_an_oracle_model_before_ray_starts(best_dir, monkeypatch, capsys):
-    import a2o.commands._ray
+    import a2o.commands.ray_session
     from a2o.cli import build_parser, main
 
     def no_ray(*args, **kwargs):
         raise AssertionError("a2o serve reached Ray with an oracle model and no --allow-oracle-detector")
 
-    monkeypatch.setattr(a2o.commands._ray, "connect", no_ray)
+    monkeypatch.setattr(a2o.commands.ray_session, "connect", no_ray)
     assert main(["serve", "--model", best_dir]) == 1
     assert "--allow-oracle-detector" in capsys.readouterr().err
     args = build_parser().parse_args(["serve", "--model", best_dir, "--allow-oracle-detector"])
@@ -459,7 +459,7 @@ def test_rgb_only_annotation_model_is_served_without_warning(tmp_path, clips):
     from a2o.serve.best import read_best
 
     best = read_best(build_best_dir(tmp_path, classes=()))  # annotation detector, no classes: not refused
-    assert best.warning is None and best.classes == []
+    assert best.warning is None and list(best.classes) == []
     api = create_api(_FixedBackend(), model_info(best, detector_fingerprint(best.config.detect)), best.config.serve)
     with TestClient(api) as http:
         payload = _post_video(http, clips["mp4"]).json()

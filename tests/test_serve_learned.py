@@ -96,7 +96,7 @@ def test_best_dir_carries_the_learned_detector(world, final):
     best = read_best(best_dir)  # a learned model is not refused, and carries no warning
     assert best.warning is None
     assert best.config.detect.learned_model == os.path.join(best_dir, "detector")
-    assert best.classes == list(LEARNED_CLASSES)
+    assert list(best.classes) == list(LEARNED_CLASSES)
     assert metrics["test"]["accuracy"] == written["test"]["accuracy"]
 
 

@@ -198,3 +198,44 @@ def test_trial_actors_are_reused_only_without_early_stopping(tmp_path):
     assert reuse_trial_actors(build_scheduler(fifo)) is True
     # An ASHA-stopped trial is still inside TorchTrainer.fit(): its actor must end, not be parked.
     assert reuse_trial_actors(build_scheduler(asha)) is False
+
+
+class _FakeResult:
+    """The part of ray.tune.Result that service.trial_rows reads."""
+
+    def __init__(self, config, metrics, *, error=None, history=None, path="/tune/exp/run_trial_abc"):
+        import pandas as pd
+
+        self.config, self.metrics, self.error, self.path = config, metrics, error, path
+        self.metrics_dataframe = pd.DataFrame(history) if history is not None else None
+
+
+def test_trial_rows_are_records_plus_service_columns_and_the_best_is_scored():
+    from a2o.records import RECORD_VERSION, TrialRecord, TrialRow
+    from a2o.service import best_row, summary_table, trial_rows
+
+    results = [
+        _FakeResult({"classes": ["ball", "hand"], "proposal_source": "initial", "lr": 0.01},
+                    {"val_accuracy": 0.5, "epoch": 2, "time_total_s": 3.0, "maps_computed": 6, "trial_id": "a"},
+                    history={"val_accuracy": [0.25, 0.5]}),
+        _FakeResult({"classes": ["cup"], "proposal_source": "llm"},  # ASHA stopped it after 1 of 2 epochs
+                    {"val_accuracy": 0.75, "epoch": 1, "time_total_s": 1.0, "maps_reused": 3, "trial_id": "b"}),
+        _FakeResult({"classes": ["box"], "proposal_source": "llm"},  # failed after reporting an epoch
+                    {"val_accuracy": 0.9, "epoch": 1, "trial_id": "c"}, error=RuntimeError("worker died\ntrace")),
+        _FakeResult({"classes": [], "proposal_source": "fallback:unusable"},
+                    {"val_accuracy": float("nan"), "epoch": 2, "trial_id": "d"}),
+    ]
+    rows = trial_rows(results, epochs_per_trial=2)
+    assert [r.record.status for r in rows] == ["ok", "early_stopped", "error", "invalid"]
+    first = rows[0]
+    assert first.record.class_set.texts == ("ball", "hand") and dict(first.record.hyperparameters) == {"lr": 0.01}
+    assert first.val_accuracy_per_epoch == (0.25, 0.5) and first.maps_computed == 6 and first.record.wall_time_s == 3.0
+    assert rows[2].error == "worker died" and rows[2].record.val_accuracy is None
+    best = best_row(rows)
+    assert best is rows[1]  # early-stopped trials are scored; errored ones are not
+    data = best.to_dict()
+    assert data["record_version"] == RECORD_VERSION and data["iteration"] == 2 and data["maps_reused"] == 3
+    assert TrialRow.from_dict(data) == best and TrialRecord.from_dict(data) == best.record
+    table = summary_table(rows).splitlines()
+    assert len(table) == 5 and "ERROR" in table[3] and "n/a" in table[4] and "ball, hand" in table[1]
+    assert best_row(rows[2:]) is None

@@ -39,7 +39,7 @@ def prepare(args) -> int:
     """Read the manifest, split it, and decode every video once onto the frame grid."""
     import ray
 
-    from a2o.commands._ray import connect
+    from a2o.commands.ray_session import connect
     from a2o.data.framestore import grid_key, prepare_frame_store
     from a2o.data.manifest import load_manifest, write_manifest
     from a2o.data.synthetic import ensure_synthetic
@@ -52,7 +52,7 @@ def prepare(args) -> int:
     manifest = load_manifest(cfg.data)
     manifest_uri = write_manifest(manifest, cfg.storage.path("manifest.parquet"))
     frames_uri = cfg.storage.path("frames", grid_key(cfg.data))
-    from a2o.commands._console import log_dir_for, run_log
+    from a2o.commands.console import log_dir_for, run_log
 
     with run_log(log_dir_for(cfg.storage.root), "data-prepare"):
         started = connect(cfg.ray.address, cfg.ray.num_cpus)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from a2o.commands._ray import connect
+from a2o.commands.ray_session import connect
 from a2o.config import load_config
 from a2o.errors import ClassTextError
 
@@ -22,16 +22,16 @@ def run(args) -> int:
     from a2o.data.framestore import FrameStore, grid_key
     from a2o.detect.base import ConfigDetectorFactory
     from a2o.detect.cache import map_cache_for
-    from a2o.detect.classes import validate_class_set
+    from a2o.detect.classes import ClassSet
     from a2o.detect.stage import RayDataRunner
 
     cfg = load_config(args.config, args.overrides)
     raw = [text.strip() for text in args.classes.split(",") if text.strip()]
     if not raw:
         raise ClassTextError('--classes is empty; pass a comma-separated list such as "person,ball"')
-    class_set = validate_class_set(raw)
+    class_set = ClassSet.parse(raw, where="--classes")
 
-    from a2o.commands._console import log_dir_for, run_log
+    from a2o.commands.console import log_dir_for, run_log
     from a2o.service import preflight_inputs
 
     preflight_inputs(cfg)  # before Ray starts

@@ -7,16 +7,10 @@ import json
 from a2o.config import load_config
 
 
-def pick_eval_device() -> str:
-    """The driver's device for the final test evaluation (entry points pick devices)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run(args) -> int:
-    from a2o.commands._console import log_dir_for, run_log
-    from a2o.commands._ray import connect
+    from a2o.commands.console import log_dir_for, run_log
+    from a2o.commands.ray_session import connect
+    from a2o.runtime import Runtime
     from a2o.service import preflight_inputs, run_service
 
     cfg = load_config(args.config, args.overrides)
@@ -24,7 +18,7 @@ def run(args) -> int:
     with run_log(log_dir_for(cfg.storage.root), "search") as run_log_file:
         started = connect(cfg.ray.address, cfg.ray.num_cpus)
         try:
-            outcome = run_service(cfg, resume=args.resume, eval_device=pick_eval_device())
+            outcome = run_service(cfg, resume=args.resume, eval_runtime=Runtime.best_available())
         finally:
             if started:
                 import ray
@@ -32,8 +26,8 @@ def run(args) -> int:
                 ray.shutdown()
     best, final = outcome["best"], outcome["final"] or {}
     say = run_log_file.print
-    say(f"best classes : {', '.join(best['classes']) or '(none)'}")
-    say(f"search val   : {best['val_accuracy']:.4f} (trial {best['iteration']}; the best of "
+    say(f"best classes : {', '.join(best.record.class_set) or '(none)'}")
+    say(f"search val   : {best.record.val_accuracy:.4f} (trial {best.iteration}; the best of "
         f"{outcome.get('num_trials', 'all')} trials, so optimistic)")
     if final:
         say(f"final val    : {final['val_accuracy']:.4f} (the best set retrained from scratch for "

@@ -27,7 +27,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def run(args) -> int:
     from ray import serve
 
-    from a2o.commands._ray import connect
+    from a2o.commands.ray_session import connect
     from a2o.serve.app import APP_NAME, build_app
     from a2o.serve.best import read_best
 
@@ -36,7 +36,7 @@ def run(args) -> int:
     # Fails fast, before Ray starts, on a wrong path or an oracle model served without the flag.
     best = read_best(args.model, allow_oracle_detector=allow_oracle)
     app = build_app({"model": best.root, "overrides": overrides, "allow_oracle_detector": allow_oracle})
-    from a2o.commands._console import log_dir_for, run_log
+    from a2o.commands.console import log_dir_for, run_log
 
     with run_log(log_dir_for(os.path.dirname(os.path.abspath(best.root))), "serve") as run_log_file:
         say = run_log_file.print

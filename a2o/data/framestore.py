@@ -38,7 +38,9 @@ from a2o.data.schema import MANIFEST_SCHEMA
 from a2o.errors import DataError, VideoDecodeError
 from a2o.progress import progress
 
-__all__ = ["FrameRecord", "FrameStore", "PrepareSummary", "decode_batch", "grid_key", "prepare_frame_store"]
+__all__ = [
+    "FrameRecord", "FrameStore", "PrepareSummary", "decode_batch", "grid_key", "parquet_source", "prepare_frame_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def _is_local(fs) -> bool:
     return "file" in protocols or "local" in protocols
 
 
-def _parquet_source(fs, path: str):
+def parquet_source(fs, path: str):
     """A source pyarrow reads without Python file objects.
 
     pyarrow 26 can abort the interpreter at exit (``terminate called without an active
@@ -170,7 +172,7 @@ def _scan_shards(fs, path: str) -> pa.Table:
         return INDEX_SCHEMA.empty_table()
     parts = []
     for shard in sorted(p for p in fs.ls(shard_dir, detail=False) if not p.rsplit("/", 1)[-1].startswith(".")):
-        ids = pq.read_table(_parquet_source(fs, shard), columns=["video_id", "source_key"])
+        ids = pq.read_table(parquet_source(fs, shard), columns=["video_id", "source_key"])
         name = shard.rsplit("/", 1)[-1]
         parts.append(ids.append_column("shard", pa.array([name] * ids.num_rows, pa.string()))
                      .append_column("row_group", pa.array(range(ids.num_rows), pa.int32())))
@@ -299,7 +301,7 @@ class FrameStore:
             grid = json.load(fh)
         self.num_frames: int = int(grid["num_frames"])
         self.resolution: int = int(grid["resolution"])
-        index = pq.read_table(_parquet_source(self._fs, f"{self._path}/index.parquet")).to_pylist()
+        index = pq.read_table(parquet_source(self._fs, f"{self._path}/index.parquet")).to_pylist()
         self._index = {e["video_id"]: (e["shard"], int(e["row_group"])) for e in index}
         self._files: OrderedDict = OrderedDict()
         self._pid = os.getpid()
@@ -317,7 +319,7 @@ class FrameStore:
 
     def manifest(self) -> pa.Table:
         """The manifest rows whose frames are stored (all splits), as of the last prepare."""
-        return pq.read_table(_parquet_source(self._fs, f"{self._path}/manifest.parquet")).cast(MANIFEST_SCHEMA)
+        return pq.read_table(parquet_source(self._fs, f"{self._path}/manifest.parquet")).cast(MANIFEST_SCHEMA)
 
     def video_ids(self) -> list[str]:
         """Ids of the prepared videos of the current manifest, sorted."""
@@ -329,7 +331,7 @@ class FrameStore:
         if shard not in self._files:
             if len(self._files) >= self._MAX_OPEN:
                 self._files.popitem(last=False)
-            self._files[shard] = pq.ParquetFile(_parquet_source(self._fs, f"{self._path}/shards/{shard}"))
+            self._files[shard] = pq.ParquetFile(parquet_source(self._fs, f"{self._path}/shards/{shard}"))
         self._files.move_to_end(shard)
         return self._files[shard]
 

@@ -415,6 +415,6 @@ def read_manifest(uri: str) -> pa.Table:
     fs, path = _fs(uri)
     if not fs.exists(path):
         raise ManifestError(f"no manifest at {uri}: run `a2o data prepare` first")
-    from a2o.data.framestore import _parquet_source  # arrow-owned reads (see there why)
+    from a2o.data.framestore import parquet_source  # arrow-owned reads (see there why)
 
-    return pq.read_table(_parquet_source(fs, path)).cast(MANIFEST_SCHEMA)
+    return pq.read_table(parquet_source(fs, path)).cast(MANIFEST_SCHEMA)

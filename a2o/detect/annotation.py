@@ -27,29 +27,23 @@ import hashlib
 import io
 import json
 import logging
-import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from a2o.data.video import resize_center_crop
-from a2o.detect.base import VideoMeta, detector_fingerprint
+from a2o.detect.base import VideoMeta
+from a2o.detect.classes import normalise_text
 from a2o.errors import DetectionError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from a2o.config import DetectConfig
+    from a2o.runtime import Runtime
 
 __all__ = ["AnnotationDetector"]
 
 log = logging.getLogger(__name__)
-
-
-def _norm_name(name: str) -> str:
-    """Annotation names compared the way class texts are normalised (lowercase, single spaces)."""
-    return " ".join(unicodedata.normalize("NFKC", str(name)).lower().split())
 
 
 def _noise_rng(noise_seed: int, video_id: str, class_text: str) -> np.random.Generator:
@@ -60,7 +54,7 @@ def _noise_rng(noise_seed: int, video_id: str, class_text: str) -> np.random.Gen
 
 
 class AnnotationDetector:
-    """Maps from annotations (see module docstring); no model, so ``device`` is ignored."""
+    """Maps from annotations (see module docstring); no model, so the runtime is ignored."""
 
     def __init__(
         self,
@@ -76,20 +70,32 @@ class AnnotationDetector:
         if fingerprint is None:
             from a2o.config import DetectConfig
 
-            fingerprint = detector_fingerprint(
+            fingerprint = self.fingerprint_for(
                 DetectConfig(miss_prob=miss_prob, box_jitter=box_jitter, noise_seed=noise_seed)
             )
         self.fingerprint = fingerprint
         self._masks_cache: tuple[str, dict[str, np.ndarray]] | None = None
 
     @classmethod
-    def from_config(cls, detect_cfg: DetectConfig, *, device: torch.device | None = None) -> AnnotationDetector:
+    def from_config(cls, detect_cfg: DetectConfig, runtime: Runtime | None = None) -> AnnotationDetector:
         return cls(
             miss_prob=detect_cfg.miss_prob,
             box_jitter=detect_cfg.box_jitter,
             noise_seed=detect_cfg.noise_seed,
-            fingerprint=detector_fingerprint(detect_cfg),
+            fingerprint=cls.fingerprint_for(detect_cfg),
         )
+
+    @staticmethod
+    def fingerprint_for(detect_cfg: DetectConfig) -> str:
+        """The noise settings only when there is noise, so noise-free runs share one cache."""
+        fields: dict[str, Any] = {"detector": "annotation", "version": 1}
+        if detect_cfg.miss_prob > 0 or detect_cfg.box_jitter > 0:
+            fields.update(
+                miss_prob=detect_cfg.miss_prob,
+                box_jitter=detect_cfg.box_jitter,
+                noise_seed=detect_cfg.noise_seed,
+            )
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     # ------------------------------------------------------------------------------------------
 
@@ -109,7 +115,7 @@ class AnnotationDetector:
         masks = self._load_masks(video.masks_uri) if video.masks_uri else {}
         tubes, box_w, box_h = self._parse_boxes(video)
         for c, text in enumerate(class_texts):
-            name = _norm_name(text)
+            name = normalise_text(text)
             rng = _noise_rng(self.noise_seed, video.video_id, name)
             if name in masks:
                 source = self._mask_frames(masks[name], frame_indices, video.video_id, rng)
@@ -136,7 +142,7 @@ class AnnotationDetector:
             with fsspec.open(masks_uri, "rb") as fh:
                 payload = fh.read()
             with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-                masks = {_norm_name(k): np.asarray(npz[k]) for k in npz.files}
+                masks = {normalise_text(k): np.asarray(npz[k]) for k in npz.files}
         except (OSError, ValueError) as exc:
             raise DetectionError(f"cannot read masks {masks_uri}: {exc}") from exc
         self._masks_cache = (masks_uri, masks)
@@ -181,7 +187,7 @@ class AnnotationDetector:
             return {}, float(video.source_width), float(video.source_height)
         try:
             payload = json.loads(video.boxes)
-            tubes = {_norm_name(k): v for k, v in payload.get("tubes", {}).items()}
+            tubes = {normalise_text(k): v for k, v in payload.get("tubes", {}).items()}
             box_w = float(payload.get("width") or video.source_width)
             box_h = float(payload.get("height") or video.source_height)
         except (ValueError, AttributeError, TypeError) as exc:

@@ -49,18 +49,17 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from a2o.detect.classes import class_key, validate_class_set, validate_class_text
+from a2o.detect.classes import ClassSet, class_key
+from a2o.detect.stage import DetectionTask, FrameStoreLike, InProcessRunner, Runner, detect_tasks
 from a2o.errors import CacheError, DetectionError
 from a2o.progress import progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
-
     from a2o.config import DataConfig, DetectConfig, StorageConfig
     from a2o.detect.base import DetectorFactory
 
@@ -69,8 +68,6 @@ __all__ = [
     "MapCache",
     "MapReader",
     "EnsureStats",
-    "FrameStoreLike",
-    "DetectionTask",
     "quantize_maps",
     "video_key",
 ]
@@ -78,28 +75,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _SAFE_VIDEO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_CACHE_KEY = re.compile(r"[0-9a-f]{64}")
 _MARKER_FORMAT = 1
 VERIFY_MODES = ("checksum", "marker")
-
-
-class FrameStoreLike(Protocol):
-    """The part of :class:`a2o.data.framestore.FrameStore` the cache uses."""
-
-    def video_ids(self) -> list[str]: ...
-
-    def read(self, video_id: str) -> Any: ...  # FrameRecord: frames, frame_indices, source_*
-
-    def manifest(self) -> pa.Table: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectionTask:
-    """One video and the classes missing for it: the unit fed to a detector."""
-
-    video_id: str
-    class_texts: tuple[str, ...]
-    boxes: str | None = None
-    masks_uri: str | None = None
 
 
 @dataclasses.dataclass
@@ -121,9 +99,6 @@ class EnsureStats:
         return self.reused_pairs / self.requested_pairs if self.requested_pairs else 1.0
 
 
-Runner = Callable[["list[DetectionTask]", FrameStoreLike, "DetectorFactory", "MapCache"], Iterator[dict]]
-
-
 def _holder_is_dead(lock_path: str) -> bool:
     """True when the lock was taken on this host by a process that no longer exists.
 
@@ -141,6 +116,13 @@ def _holder_is_dead(lock_path: str) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False  # unreadable or half-written lock, or another user's process: trust the age
     return False
+
+
+def _key(key_or_class: str) -> str:
+    """A cache key as is (64 hex digits, longer than any class text may be), else ``class_key(text)``."""
+    if len(key_or_class) == 64 and _CACHE_KEY.fullmatch(key_or_class):
+        return key_or_class
+    return class_key(key_or_class)
 
 
 def video_key(video_id: str) -> str:
@@ -219,22 +201,31 @@ class MapCache:
     # ------------------------------------------------------------------------------------------
     # paths
 
-    def class_dir(self, class_text: str) -> str:
-        key = class_key(class_text)
+    # Public methods take a class text or its cache key (``ClassSet.keys``); the private ones take
+    # the key, so a reader of a ClassSet never hashes or re-validates a text.
+
+    def class_dir(self, key_or_class: str) -> str:
+        return self._class_dir(_key(key_or_class))
+
+    def entry_paths(self, key_or_class: str, video_id: str) -> tuple[str, str]:
+        """(data path, marker path) of one entry."""
+        return self._entry_paths(_key(key_or_class), video_id)
+
+    def _class_dir(self, key: str) -> str:
         return f"{self.base}/{key[:2]}/{key}"
 
-    def entry_paths(self, class_text: str, video_id: str) -> tuple[str, str]:
-        """(data path, marker path) of one entry."""
-        stem = f"{self.class_dir(class_text)}/{video_key(video_id)}"
+    def _entry_paths(self, key: str, video_id: str) -> tuple[str, str]:
+        stem = f"{self._class_dir(key)}/{video_key(video_id)}"
         return stem + ".npy", stem + ".done"
 
-    def _ensure_dir(self, class_text: str) -> str:
-        directory = self.class_dir(class_text)
+    def _ensure_dir(self, key: str, class_text: str) -> str:
+        """The class's folder, created with its class.json (the text, for humans) on first use."""
+        directory = self._class_dir(key)
         if directory not in self._made_dirs:
             self.fs.makedirs(directory, exist_ok=True)
             info_path = f"{directory}/class.json"
             if not self.fs.exists(info_path):
-                self._atomic_put(info_path, json.dumps({"class": validate_class_text(class_text)}).encode())
+                self._atomic_put(info_path, json.dumps({"class": class_text}).encode())
             fp_path = f"{self.base.rsplit('/', 1)[0]}/fingerprint.json"
             if not self.fs.exists(fp_path):
                 self._atomic_put(fp_path, json.dumps({"fingerprint": self.fingerprint}).encode())
@@ -250,15 +241,25 @@ class MapCache:
     # ------------------------------------------------------------------------------------------
     # entries
 
+    def write_maps(self, classes: ClassSet, video_id: str, maps: np.ndarray) -> None:
+        """Quantise a detector's maps (T, C, H, W) float in [0, 1] and store one entry per class."""
+        quantised = quantize_maps(maps, self.map_resolution)  # (T, C, res, res) uint8
+        for c, (key, text) in enumerate(zip(classes.keys, classes.texts, strict=True)):
+            self._write(key, text, video_id, quantised[:, c])
+
     def write_entry(self, class_text: str, video_id: str, maps: np.ndarray) -> None:
         """Store maps (T, res, res) uint8 of one (class, video): data first, marker last."""
+        classes = ClassSet.parse([class_text], where="write_entry class_text")
+        self._write(classes.keys[0], classes.texts[0], video_id, maps)
+
+    def _write(self, key: str, class_text: str, video_id: str, maps: np.ndarray) -> None:
         if maps.dtype != np.uint8 or maps.ndim != 3 or maps.shape[1:] != (self.map_resolution,) * 2:
             raise CacheError(
                 f"entry maps must be (T, {self.map_resolution}, {self.map_resolution}) uint8, "
                 f"got {maps.shape} {maps.dtype}"
             )
-        self._ensure_dir(class_text)
-        data_path, marker_path = self.entry_paths(class_text, video_id)
+        self._ensure_dir(key, class_text)
+        data_path, marker_path = self._entry_paths(key, video_id)
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(maps), allow_pickle=False)
         payload = buffer.getvalue()
@@ -268,7 +269,7 @@ class MapCache:
             "nbytes": len(payload),
             "shape": list(maps.shape),
             "video_key": video_key(video_id),
-            "class_key": class_key(class_text),
+            "class_key": key,
         }
         # An old marker must never vouch for data being replaced (copy-based mv on object stores).
         if self.fs.exists(marker_path):
@@ -288,9 +289,12 @@ class MapCache:
             raise CacheError(f"completion marker {marker_path} has an unknown format")
         return marker
 
-    def read_entry(self, class_text: str, video_id: str) -> np.ndarray:
+    def read_entry(self, key_or_class: str, video_id: str) -> np.ndarray:
         """maps (T, res, res) uint8 of one entry; raises CacheError if missing, partial or corrupt."""
-        data_path, marker_path = self.entry_paths(class_text, video_id)
+        return self._read(_key(key_or_class), video_id)
+
+    def _read(self, key: str, video_id: str) -> np.ndarray:
+        data_path, marker_path = self._entry_paths(key, video_id)
         marker = self._read_marker(marker_path)
         try:
             with self.fs.open(data_path, "rb") as fh:
@@ -309,18 +313,18 @@ class MapCache:
             raise CacheError(f"entry {data_path} has shape {maps.shape}, marker says {marker.get('shape')}")
         return maps
 
-    def discard_entry(self, class_text: str, video_id: str) -> None:
+    def discard_entry(self, key_or_class: str, video_id: str) -> None:
         """Delete an entry (marker first, so it stops counting as complete at once)."""
-        for path in reversed(self.entry_paths(class_text, video_id)):
+        for path in reversed(self.entry_paths(key_or_class, video_id)):
             try:
                 self.fs.rm(path)
             except FileNotFoundError:
                 pass
 
     def missing(
-        self, class_text: str, video_ids: Sequence[str], *, verify: str = "checksum", discard: bool = True
+        self, key_or_class: str, video_ids: Sequence[str], *, verify: str = "checksum", discard: bool = True
     ) -> tuple[list[str], int]:
-        """Videos whose entry for ``class_text`` is absent or unusable, and how many were corrupt.
+        """Videos whose entry for a class is absent or unusable, and how many were corrupt.
 
         ``verify="checksum"`` reads and checks every entry; ``"marker"`` only checks that the marker
         is readable and the data file has the size it records (cheap; bit flips are then caught by
@@ -330,7 +334,8 @@ class MapCache:
         """
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
-        directory = self.class_dir(class_text)
+        key = _key(key_or_class)
+        directory = self._class_dir(key)
         try:
             listing = {
                 os.path.basename(item["name"].rstrip("/")): item.get("size")
@@ -349,16 +354,16 @@ class MapCache:
                 if not has_marker:
                     raise CacheError(f"missing completion marker for {directory}/{stem}.npy")
                 if verify == "checksum":
-                    self.read_entry(class_text, video_id)
+                    self._read(key, video_id)
                 else:
-                    _, marker_path = self.entry_paths(class_text, video_id)
+                    _, marker_path = self._entry_paths(key, video_id)
                     marker = self._read_marker(marker_path)
                     if listing.get(f"{stem}.npy") != marker.get("nbytes"):
                         raise CacheError(f"truncated or missing data for {marker_path}")
             except CacheError as exc:
                 if discard:
                     log.warning("map cache: %s; recomputing", exc)
-                    self.discard_entry(class_text, video_id)
+                    self.discard_entry(key, video_id)
                     corrupt += 1
                 missing.append(video_id)
         return missing, corrupt
@@ -366,15 +371,16 @@ class MapCache:
     # ------------------------------------------------------------------------------------------
     # locks
 
-    def _lock_path(self, class_text: str) -> str:
-        return f"{self.class_dir(class_text)}/.lock"
+    def lock_path(self, key_or_class: str) -> str:
+        """The class's compute lock file (local filesystems; see the module docstring)."""
+        return f"{self._class_dir(_key(key_or_class))}/.lock"
 
-    def _try_lock(self, class_text: str) -> bool:
+    def _try_lock(self, key: str, class_text: str) -> bool:
         """Take the class's compute lock; always succeeds where exclusive create is unavailable."""
         if not self._local:
             return True
-        self._ensure_dir(class_text)
-        path = self._lock_path(class_text)
+        self._ensure_dir(key, class_text)
+        path = self.lock_path(key)
         for _ in range(2):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -396,26 +402,26 @@ class MapCache:
             return True
         return False
 
-    def _touch_locks(self, class_texts: Iterable[str]) -> None:
+    def _touch_locks(self, keys: Iterable[str]) -> None:
         if self._local:
-            for text in class_texts:
+            for key in keys:
                 try:
-                    os.utime(self._lock_path(text))
+                    os.utime(self.lock_path(key))
                 except FileNotFoundError:
                     pass
 
-    def _release_locks(self, class_texts: Iterable[str]) -> None:
+    def _release_locks(self, keys: Iterable[str]) -> None:
         if self._local:
-            for text in class_texts:
+            for key in keys:
                 try:
-                    os.remove(self._lock_path(text))
+                    os.remove(self.lock_path(key))
                 except FileNotFoundError:
                     pass
 
-    def _is_locked(self, class_text: str) -> bool:
+    def _is_locked(self, key: str) -> bool:
         if not self._local:
             return False
-        path = self._lock_path(class_text)
+        path = self.lock_path(key)
         try:
             fresh = time.time() - os.path.getmtime(path) <= self.lock_stale_s
         except FileNotFoundError:
@@ -426,7 +432,7 @@ class MapCache:
 
     def ensure_maps(
         self,
-        class_set: Sequence[str],
+        class_set: ClassSet | Sequence[str],
         store: FrameStoreLike,
         detector_factory: DetectorFactory,
         *,
@@ -437,9 +443,9 @@ class MapCache:
         """Make every (video, class) map of ``class_set`` present; compute only what is missing.
 
         Args:
-            class_set: class texts (validated and normalised; duplicates are an error).
+            class_set: a :class:`ClassSet`; a list of texts is parsed once (``ClassSet.parse``).
             store: the frame store (``video_ids``, ``read``, ``manifest``).
-            detector_factory: builds the detector where the work runs (``device -> Detector``);
+            detector_factory: builds the detector where the work runs (``Runtime -> Detector``);
                 its ``fingerprint`` must equal this cache's.
             runner: executes detection tasks; default in-process on CPU
                 (:class:`a2o.detect.stage.InProcessRunner`); a cluster uses
@@ -454,9 +460,8 @@ class MapCache:
             ClassTextError: a class text breaks the rules of :mod:`a2o.detect.classes`.
             DetectionError: some videos failed; every other entry is written and kept.
         """
-        from a2o.detect.stage import InProcessRunner
-
-        classes = validate_class_set(class_set)
+        classes = ClassSet.parse(class_set, where="ensure_maps class_set")
+        key_of = dict(zip(classes.texts, classes.keys, strict=True))
         factory_fp = getattr(detector_factory, "fingerprint", None)
         if factory_fp is not None and factory_fp != self.fingerprint:
             raise CacheError(
@@ -478,7 +483,7 @@ class MapCache:
             missing_by_class: dict[str, list[str]] = {}
             for text in pending:
                 # No lock held here: look, but leave half-written entries to their writer.
-                missing, corrupt = self.missing(text, videos, verify=verify, discard=False)
+                missing, corrupt = self.missing(key_of[text], videos, verify=verify, discard=False)
                 stats.corrupt_pairs += corrupt
                 missing = [v for v in missing if (v, text) not in failures]
                 if missing:
@@ -486,23 +491,24 @@ class MapCache:
             stats.check_seconds += time.perf_counter() - check_start
             if not missing_by_class:
                 break
-            locked = [text for text in missing_by_class if self._try_lock(text)]
+            locked = [text for text in missing_by_class if self._try_lock(key_of[text], text)]
+            locked_keys = [key_of[text] for text in locked]
             if locked:
                 try:
                     # Re-check under the lock what the pre-check flagged: another process may have
                     # finished it meanwhile, and only now may an unusable entry be discarded.
                     work: dict[str, list[str]] = {}
                     for text in locked:
-                        missing, corrupt = self.missing(text, missing_by_class[text], verify=verify)
+                        missing, corrupt = self.missing(key_of[text], missing_by_class[text], verify=verify)
                         stats.corrupt_pairs += corrupt
                         missing = [v for v in missing if (v, text) not in failures]
                         if missing:
                             work[text] = missing
-                    tasks = _tasks_from(work, videos, annotations)
+                    tasks = _tasks_from(work, videos, annotations, classes)
                     compute_start = time.perf_counter()
                     with progress(len(tasks), f"detecting {len(work)} new classes", log, unit="videos") as bar:
                         for result in runner(tasks, store, detector_factory, self):
-                            self._touch_locks(locked)
+                            self._touch_locks(locked_keys)
                             stats.detector_videos += 1
                             bar.update(1)
                             for text in result["computed"]:
@@ -513,7 +519,7 @@ class MapCache:
                                 log.warning("map cache: %s failed: %s", result["video_id"], result["error"])
                     stats.compute_seconds += time.perf_counter() - compute_start
                 finally:
-                    self._release_locks(locked)
+                    self._release_locks(locked_keys)
                 pending = [text for text in missing_by_class if text not in locked]
             else:
                 if time.monotonic() > deadline:
@@ -522,7 +528,7 @@ class MapCache:
                         f"{len(missing_by_class)} classes; rerun, or remove stale .lock files"
                     )
                 wait_start = time.perf_counter()
-                while any(self._is_locked(t) for t in missing_by_class) and time.monotonic() < deadline:
+                while any(self._is_locked(key_of[t]) for t in missing_by_class) and time.monotonic() < deadline:
                     time.sleep(self.poll_s)
                 stats.wait_seconds += time.perf_counter() - wait_start
                 pending = list(missing_by_class)
@@ -554,6 +560,7 @@ class MapCache:
 class MapReader:
     """Reads the cached maps of one class set: ``read(video_id) -> (T, C, res, res) uint8``.
 
+    Entries are addressed by the set's precomputed keys: a read hashes and validates nothing.
     An entry that turns out corrupt at read time is logged, deleted and recomputed in-process
     when the reader has a store and detector factory (``ensure_maps`` gives it both); otherwise
     :class:`CacheError` is raised. Never returns unverified bytes.
@@ -562,14 +569,14 @@ class MapReader:
     def __init__(
         self,
         cache: MapCache,
-        class_set: Sequence[str],
+        class_set: ClassSet | Sequence[str],
         stats: EnsureStats | None = None,
         *,
         store: FrameStoreLike | None = None,
         detector_factory: DetectorFactory | None = None,
     ):
         self.cache = cache
-        self.class_set = validate_class_set(class_set)
+        self.class_set = ClassSet.parse(class_set, where="MapReader class_set")
         self.stats = stats or EnsureStats()
         self.repaired_pairs = 0
         self._store = store
@@ -584,31 +591,29 @@ class MapReader:
     def read(self, video_id: str) -> np.ndarray:
         """maps (T, C, res, res) uint8 of ``video_id`` in class-set order."""
         planes = []
-        for text in self.class_set:
+        for key, text in zip(self.class_set.keys, self.class_set.texts, strict=True):
             try:
-                planes.append(self.cache.read_entry(text, video_id))
+                planes.append(self.cache._read(key, video_id))  # (T, res, res)
             except CacheError as exc:
-                planes.append(self._repair(text, video_id, exc))
+                planes.append(self._repair(key, text, video_id, exc))
         if not planes:
             raise CacheError("the class set is empty: there are no maps to read")
         return np.stack(planes, axis=1)  # (T, C, res, res)
 
-    def _repair(self, class_text: str, video_id: str, error: CacheError) -> np.ndarray:
+    def _repair(self, key: str, class_text: str, video_id: str, error: CacheError) -> np.ndarray:
         if self._store is None or self._factory is None:
             raise CacheError(f"{error}; run ensure_maps again to recompute it") from error
         log.warning("map cache: %s; recomputing %s in-process", error, video_id)
-        from a2o.detect.stage import detect_tasks
-
         if self._detector is None:
-            self._detector = self._factory(None)
-        self.cache.discard_entry(class_text, video_id)
+            self._detector = self._factory(None)  # in-process, on the CPU
+        self.cache.discard_entry(key, video_id)
         annotations = _annotations(self._store)
-        task = _tasks_from({class_text: [video_id]}, [video_id], annotations)[0]
+        task = _tasks_from({class_text: [video_id]}, [video_id], annotations, self.class_set)[0]
         result = detect_tasks(self._detector, self._store, self.cache, [task])[0]
         if result.get("error"):
             raise DetectionError(f"recomputing {video_id}: {result['error']}") from error
         self.repaired_pairs += 1
-        return self.cache.read_entry(class_text, video_id)
+        return self.cache._read(key, video_id)
 
 
 def map_cache_for(storage_cfg: StorageConfig, data_cfg: DataConfig, detect_cfg: DetectConfig, **kwargs: Any) -> MapCache:
@@ -643,16 +648,22 @@ def _annotations(store: FrameStoreLike) -> dict[str, tuple[str | None, str | Non
 
 
 def _tasks_from(
-    work: dict[str, list[str]], videos: Sequence[str], annotations: dict[str, tuple[str | None, str | None]]
+    work: dict[str, list[str]],
+    videos: Sequence[str],
+    annotations: dict[str, tuple[str | None, str | None]],
+    classes: ClassSet,
 ) -> list[DetectionTask]:
-    """Group missing (class -> videos) into one task per video, in store order."""
-    by_video: dict[str, list[str]] = {}
+    """Group missing (class text -> videos) of ``classes`` into one task per video, in store order."""
+    by_video: dict[str, list[int]] = {}
     for text, missing in work.items():
+        index = classes.texts.index(text)
         for video_id in missing:
-            by_video.setdefault(video_id, []).append(text)
+            by_video.setdefault(video_id, []).append(index)
     tasks = []
     for video_id in videos:
         if video_id in by_video:
             boxes, masks_uri = annotations.get(video_id, (None, None))
-            tasks.append(DetectionTask(video_id, tuple(by_video[video_id]), boxes, masks_uri))
+            indices = by_video[video_id]
+            subset = ClassSet(tuple(classes.texts[i] for i in indices), tuple(classes.keys[i] for i in indices))
+            tasks.append(DetectionTask(video_id, subset, boxes, masks_uri))
     return tasks

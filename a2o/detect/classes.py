@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from a2o.errors import ClassTextError
@@ -127,7 +127,7 @@ def class_key(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class ClassSet:
+class ClassSet(Sequence):
     """An ordered set of valid class texts: channel ``i`` of the maps is ``texts[i]``.
 
     Build it with :meth:`parse` (strict: raises on the first bad text) where text enters; the

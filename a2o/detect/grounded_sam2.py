@@ -22,7 +22,8 @@ Pipeline for a clip (frames batched through both models, ``frame_batch_size`` at
 
 Preprocessing is plain torch (the HF image processors need torchvision): bilinear resize, /255,
 ImageNet mean/std. GroundingDINO sees frames at ``detect_resolution`` (0 = frame size), SAM2 at
-its configured input size. On CUDA the forward passes run under ``torch.autocast(bfloat16)``.
+its configured input size. The forward passes run under the caller's ``Runtime.autocast()`` (bf16
+on an accelerator by default).
 
 Caveat on caching: classes packed into one prompt still interact inside GroundingDINO (its
 image-text fusion layers attend over the whole prompt), so a class's map depends slightly on its
@@ -34,20 +35,21 @@ of one GroundingDINO pass per class.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import json
 import logging
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from a2o.detect.base import VideoMeta, detector_fingerprint
+from a2o.detect.base import VideoMeta
 from a2o.errors import DetectionError, require
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from a2o.config import DetectConfig
+    from a2o.runtime import Runtime
 
 __all__ = ["GroundedSam2Detector", "MAX_BOXES_PER_CLASS"]
 
@@ -58,24 +60,47 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _checkpoint_identity(model: str) -> str:
+    """A model id as is; a local dir as its path plus a digest of its config and file sizes.
+
+    Hashing full weights would cost seconds for published checkpoints on every driver start; the
+    config plus the weight files' names and sizes changes whenever a different model is saved there.
+    """
+    if not os.path.isdir(model):
+        return model
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(model)):
+        path = os.path.join(model, name)
+        if not os.path.isfile(path):
+            continue
+        digest.update(name.encode())
+        if name.endswith(".json"):
+            with open(path, "rb") as fh:
+                digest.update(fh.read())
+        else:
+            digest.update(str(os.path.getsize(path)).encode())
+    return f"dir:{os.path.abspath(model)}:{digest.hexdigest()[:16]}"
+
+
 class GroundedSam2Detector:
-    """GroundingDINO + SAM2 from transformers, loaded once per instance on ``device``."""
+    """GroundingDINO + SAM2 from transformers, loaded once per instance on ``runtime.device``."""
 
     def __init__(
         self,
         grounding_dino: str,
         sam2: str,
         *,
-        device: torch.device,
+        runtime: Runtime,
         box_threshold: float = 0.3,
         text_threshold: float = 0.25,
         detect_resolution: int = 0,
         frame_batch_size: int = 8,
         fingerprint: str,
     ):
-        torch = require("torch", "detect")
+        require("torch", "detect")
         transformers = require("transformers", "detect")
-        self.device = torch.device(device)
+        self.runtime = runtime
+        self.device = runtime.device
         self.box_threshold = float(box_threshold)
         self.text_threshold = float(text_threshold)
         self.detect_resolution = int(detect_resolution)
@@ -96,16 +121,31 @@ class GroundedSam2Detector:
         self.last_prompt_count = 0  # prompts the last detect() needed (observability, tests)
 
     @classmethod
-    def from_config(cls, detect_cfg: DetectConfig, *, device: torch.device) -> GroundedSam2Detector:
+    def from_config(cls, detect_cfg: DetectConfig, runtime: Runtime) -> GroundedSam2Detector:
         return cls(
             detect_cfg.grounding_dino,
             detect_cfg.sam2,
-            device=device,
+            runtime=runtime,
             box_threshold=detect_cfg.box_threshold,
             text_threshold=detect_cfg.text_threshold,
             detect_resolution=detect_cfg.detect_resolution,
-            fingerprint=detector_fingerprint(detect_cfg),
+            fingerprint=cls.fingerprint_for(detect_cfg),
         )
+
+    @staticmethod
+    def fingerprint_for(detect_cfg: DetectConfig) -> str:
+        """What changes the maps: both checkpoints, the thresholds, the resolution, the box cap."""
+        fields = {
+            "detector": "grounded_sam2",
+            "version": 1,
+            "grounding_dino": _checkpoint_identity(detect_cfg.grounding_dino),
+            "sam2": _checkpoint_identity(detect_cfg.sam2),
+            "box_threshold": detect_cfg.box_threshold,
+            "text_threshold": detect_cfg.text_threshold,
+            "detect_resolution": detect_cfg.detect_resolution,
+            "max_boxes_per_class": MAX_BOXES_PER_CLASS,
+        }
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     # ------------------------------------------------------------------------------------------
     # prompts
@@ -156,13 +196,6 @@ class GroundedSam2Detector:
     # ------------------------------------------------------------------------------------------
     # models
 
-    def _autocast(self):
-        import torch
-
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _pixels(self, frames, size: int):
         """(B, H, W, 3) uint8 tensor -> normalised (B, 3, size, size) float32."""
         import torch
@@ -185,7 +218,7 @@ class GroundedSam2Detector:
         for group in self.prompts_for(class_texts):
             encoding, token_class = self._encode_prompt([class_texts[i] for i in group])
             encoding = {k: v.to(self.device).expand(num_frames, -1) for k, v in encoding.items()}
-            with self._autocast():
+            with self.runtime.autocast():
                 outputs = self.gdino(pixel_values=pixels, **encoding)
             seq_len = token_class.shape[0]
             probs = outputs.logits[:, :, :seq_len].float().sigmoid()  # (B, Q, L)
@@ -234,7 +267,7 @@ class GroundedSam2Detector:
                 prompt_boxes[row, j] = box * self.sam2_size
                 owner.append((c, score))
             owners.append(owner)
-        with self._autocast():
+        with self.runtime.autocast():
             embeddings = self.sam2.get_image_embeddings(pixels.to(self.device))
             outputs = self.sam2(
                 image_embeddings=embeddings,

@@ -51,6 +51,7 @@ from a2o.errors import DetectionError, DetectorModelError
 
 if TYPE_CHECKING:  # pragma: no cover
     from a2o.config import DetectConfig
+    from a2o.runtime import Runtime
 
 __all__ = [
     "SegNet",
@@ -398,8 +399,15 @@ class LearnedDetector:
         self.fingerprint = learned_fingerprint(meta)
 
     @classmethod
-    def from_config(cls, detect_cfg: DetectConfig, *, device: torch.device | None = None) -> LearnedDetector:
-        return cls(detect_cfg.learned_model, device=device)
+    def from_config(cls, detect_cfg: DetectConfig, runtime: Runtime | None = None) -> LearnedDetector:
+        return cls(detect_cfg.learned_model, device=runtime.device if runtime is not None else None)
+
+    @staticmethod
+    def fingerprint_for(detect_cfg: DetectConfig) -> str:
+        """Content, not path: built from the trained folder's detector.json (world spec, seed,
+        training settings, weights sha256), so a copy such as best/detector/ matches. Raises
+        DetectorModelError (saying how to train it) when the folder is not trained yet."""
+        return fingerprint_of_dir(detect_cfg.learned_model)
 
     @property
     def channels(self) -> tuple[str, ...]:

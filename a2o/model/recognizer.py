@@ -3,9 +3,9 @@
 Input contract of :meth:`A2ORecognizer.forward`:
 - ``frames`` (B, T, H, W, 3) channels-last, ``uint8`` in [0, 255] or float in [0, 1]; H = W = the
   model's ``resolution`` (V-JEPA2 ``crop_size``), T a multiple of the tubelet size (2).
-- ``maps`` (B, T, C, h, w) likelihood maps, float in [0, 1] or ``uint8`` in [0, 255], in the order
-  of the recognizer's class set; resized to H x W when the map grid is coarser. ``None`` when the
-  recognizer was built with C = 0 (the RGB-only baseline runs through the same code).
+- ``maps`` (B, T, C, h, w) likelihood maps, float in [0, 1] or ``uint8`` in [0, 255], channel ``i``
+  being the map of ``recognizer.classes[i]``; resized to H x W when the map grid is coarser. ``None``
+  when the recognizer has no classes (C = 0: the RGB-only baseline runs through the same code).
 Output: logits (B, num_labels).
 
 The V-JEPA2 part is always a ``transformers`` ``VJEPA2ForVideoClassification`` obtained with
@@ -55,7 +55,9 @@ class A2ORecognizer(nn.Module):
 
     Args:
         backbone: a loaded ``VJEPA2ForVideoClassification`` (encoder + predictor + pooler + linear).
-        num_classes_in: C, likelihood-map channels; 0 builds no adapter (RGB-only baseline).
+        classes: the object class of each likelihood-map channel, in channel order (the trial's
+            ``ClassSet`` texts); C = ``len(classes)``, and none builds no adapter (RGB-only baseline).
+            Saved with the weights, so a loader can check its maps come in the same order.
         adapter_dim: D, adapter features per pixel.
         adapter_depth: hidden (1x1 conv + ReLU) layers of the adapter (0 = one linear 1x1).
         freeze_backbone: train only adapter, projection, pooler and classifier.
@@ -65,19 +67,19 @@ class A2ORecognizer(nn.Module):
         self,
         backbone: VJEPA2ForVideoClassification,
         *,
-        num_classes_in: int,
+        classes: Sequence[str],
         adapter_dim: int,
         adapter_depth: int,
         freeze_backbone: bool = False,
     ) -> None:
         super().__init__()
-        if num_classes_in < 0:
-            raise ValueError(f"num_classes_in must be >= 0, got {num_classes_in}")
-        self.num_classes_in = num_classes_in
+        if isinstance(classes, str):
+            raise TypeError("classes must be a sequence of class texts (e.g. a ClassSet), not one string")
+        self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
         self.adapter_dim = adapter_dim
         self.adapter_depth = adapter_depth
         self.freeze_backbone = freeze_backbone
-        self.fusion = MapFusion(num_classes_in, adapter_dim, adapter_depth) if num_classes_in else None
+        self.fusion = MapFusion(len(self.classes), adapter_dim, adapter_depth) if self.classes else None
         self.backbone = backbone
         # The predictor (JEPA pretraining head) never runs for classification; frozen so DDP does
         # not see parameters without gradients.
@@ -86,6 +88,11 @@ class A2ORecognizer(nn.Module):
             # Frozen V-JEPA2 encoder; the attentive probe (backbone.pooler, backbone.classifier)
             # and the adapter stay trainable. Gradients still flow *through* the encoder to the maps.
             backbone.vjepa2.requires_grad_(False)
+
+    @property
+    def num_classes_in(self) -> int:
+        """C, the likelihood-map channels the adapter fuses (0 = RGB only)."""
+        return len(self.classes)
 
     @property
     def resolution(self) -> int:
@@ -232,7 +239,7 @@ def _load_backbone(path: str, labels: Sequence[str], num_frames: int, resolution
 def build_recognizer(
     model_cfg: ModelConfig,
     *,
-    num_classes_in: int,
+    classes: Sequence[str],
     labels: Sequence[str],
     num_frames: int,
     resolution: int,
@@ -241,7 +248,7 @@ def build_recognizer(
 
     Args:
         model_cfg: the ``model`` config section.
-        num_classes_in: C, object classes in the trial's class set (0 = RGB-only baseline).
+        classes: the trial's class set (a ``ClassSet``), in map-channel order; empty = RGB only.
         labels: action label names in label-id order (the probe's outputs).
         num_frames: T of the clips (``data.num_frames``), a multiple of the tubelet size 2.
         resolution: H = W of the clips (``data.resolution``), a multiple of the patch size.
@@ -268,7 +275,7 @@ def build_recognizer(
         )
     model = A2ORecognizer(
         backbone,
-        num_classes_in=num_classes_in,
+        classes=classes,
         adapter_dim=model_cfg.adapter_dim,
         adapter_depth=model_cfg.adapter_depth,
         freeze_backbone=model_cfg.freeze_backbone,
@@ -276,7 +283,7 @@ def build_recognizer(
     logger.info(
         "recognizer: checkpoint=%s C=%d D=%d depth=%d labels=%d T=%d %dx%d frozen=%s",
         model_cfg.checkpoint,
-        num_classes_in,
+        model.num_classes_in,
         model_cfg.adapter_dim,
         model_cfg.adapter_depth,
         len(labels),
@@ -292,24 +299,17 @@ def save_recognizer(
     model: A2ORecognizer,
     directory: str,
     *,
-    classes: Sequence[str],
-    labels: Sequence[str],
     extra: dict[str, Any] | None = None,
 ) -> str:
     """Write a trained recognizer to a local ``directory`` (created); returns it.
 
     Layout: ``vjepa2/`` (``save_pretrained``), ``fusion.safetensors`` (adapter + projection, only
-    when C > 0) and ``recognizer.json`` (format version, object ``classes``, action ``labels``,
-    adapter hyperparameters, T, resolution, ``extra``), written last so a partial save is detected.
-    Pass the bare module (``ddp_model.module``), not a DDP wrapper.
+    when C > 0) and ``recognizer.json`` (format version, the model's object ``classes`` in channel
+    order, action ``labels``, adapter hyperparameters, T, resolution, ``extra``), written last so a
+    partial save is detected. Pass the bare module (``ddp_model.module``), not a DDP wrapper.
     """
     from safetensors.torch import save_file
 
-    classes, labels = [str(c) for c in classes], [str(label) for label in labels]
-    if len(classes) != model.num_classes_in:
-        raise ValueError(f"{len(classes)} classes given for a recognizer with C={model.num_classes_in}")
-    if labels != model.labels:
-        raise ValueError(f"labels {labels} differ from the recognizer's {model.labels}")
     os.makedirs(directory, exist_ok=True)
     meta_path = os.path.join(directory, _META_FILE)
     if os.path.exists(meta_path):
@@ -323,8 +323,8 @@ def save_recognizer(
         os.remove(fusion_path)
     meta = {
         "format_version": _FORMAT_VERSION,
-        "classes": classes,
-        "labels": labels,
+        "classes": list(model.classes),
+        "labels": model.labels,
         "num_classes_in": model.num_classes_in,
         "adapter_dim": model.adapter_dim,
         "adapter_depth": model.adapter_depth,
@@ -340,8 +340,13 @@ def save_recognizer(
     return directory
 
 
-def load_recognizer(directory: str) -> tuple[A2ORecognizer, dict[str, Any]]:
-    """Load what :func:`save_recognizer` wrote: ``(model in eval mode, metadata dict)``."""
+def load_recognizer(directory: str, *, classes: Sequence[str] | None = None) -> tuple[A2ORecognizer, dict[str, Any]]:
+    """Load what :func:`save_recognizer` wrote: ``(model in eval mode, metadata dict)``.
+
+    ``classes``: the class set whose maps the caller will feed, in channel order; when given, it
+    must be the saved one in the same order (a swapped channel would be fused as the wrong object
+    without any error), else :class:`~a2o.errors.A2OError`.
+    """
     from safetensors.torch import load_file
 
     meta_path = os.path.join(directory, _META_FILE)
@@ -357,12 +362,20 @@ def load_recognizer(directory: str) -> tuple[A2ORecognizer, dict[str, Any]]:
             f"{meta_path}: format_version {meta.get('format_version')} is not {_FORMAT_VERSION}; "
             "re-save the recognizer with this version of a2o"
         )
+    saved = [str(c) for c in meta.get("classes", [])]
+    if len(saved) != meta.get("num_classes_in"):
+        raise A2OError(f"{meta_path}: {len(saved)} classes listed for C={meta.get('num_classes_in')} map channels")
+    if classes is not None and [str(c) for c in classes] != saved:
+        raise A2OError(
+            f"{directory}: the recognizer fuses maps of {saved} in that channel order, but the caller's "
+            f"class set is {list(classes)}; compute the maps in the saved order"
+        )
     backbone = _load_backbone(
         os.path.join(directory, _BACKBONE_DIR), meta["labels"], meta["num_frames"], meta["resolution"]
     )
     model = A2ORecognizer(
         backbone,
-        num_classes_in=meta["num_classes_in"],
+        classes=saved,
         adapter_dim=meta["adapter_dim"],
         adapter_depth=meta["adapter_depth"],
         freeze_backbone=meta["freeze_backbone"],

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from a2o.report import plots
+import a2o.report.plots as plots
 from a2o.report.overlay import load_overlay
 from a2o.report.runs import (
     Confusion,
@@ -96,9 +96,9 @@ def _labels_of(run: RunRecord) -> list[str]:
     final = run.results.get("final") or {}
     labels = [str(label) for label in (final.get("labels") or [])]
     for trial in run.trials:
-        for label in (trial.get("classwise_accuracy") or {}):
-            if str(label) not in labels:
-                labels.append(str(label))
+        for label in trial.record.classwise_accuracy:
+            if label not in labels:
+                labels.append(label)
     return labels
 
 
@@ -113,7 +113,7 @@ def _overview_table(runs: list[RunRecord]) -> str:
     rows = []
     for index, run in enumerate(runs):
         trials = run.trials
-        errors = sum(1 for t in trials if t.get("error"))
+        errors = sum(1 for t in trials if t.record.status == "error")
         final = run.results.get("final") or {}
         rows.append(
             "<tr>"
@@ -152,24 +152,29 @@ def _group_table(runs: list[RunRecord]) -> str:
 
 
 def _trials_table(run: RunRecord, index: int) -> str:
-    best = run.results.get("best_trial") or {}
+    best_iteration = run.best_trial.iteration if run.best_trial is not None else None
     rows, previous = [], None
     for trial in run.trials:
-        classes = [str(c) for c in (trial.get("classes") or [])]
-        is_best = best and trial.get("iteration") == best.get("iteration")
-        error = trial.get("error")
-        acc = _acc(trial.get("val_accuracy")) if not error else '<span class="error">error</span>'
-        hparams = ""
-        if trial.get("lr") is not None or trial.get("weight_decay") is not None:
-            hparams = f"lr={_acc(trial.get('lr'), 6)}<br>wd={_acc(trial.get('weight_decay'), 5)}"
+        record = trial.record
+        classes = list(record.class_set)
+        is_best = trial.iteration == best_iteration
+        if record.status == "error":
+            acc = '<span class="error">error</span>'
+        else:
+            acc = _acc(record.val_accuracy) + (" <em>(stopped early)</em>" if record.status == "early_stopped" else "")
+        hparams = record.hyperparameters
+        hparams_html = ""
+        if "lr" in hparams or "weight_decay" in hparams:
+            hparams_html = f"lr={_acc(hparams.get('lr'), 6)}<br>wd={_acc(hparams.get('weight_decay'), 5)}"
+        epochs = record.epochs if record.epochs is not None else "-"
         rows.append(
-            f'<tr{" class=best" if is_best else ""} id="run-{index}-trial-{_e(trial.get("iteration"))}">'
-            f'<td class="num">{_e(trial.get("iteration"))}</td><td>{_e(trial.get("trial_id"))}</td>'
-            f"<td>{_e(trial.get('proposal_source', '-'))}</td><td class='num'>{acc}</td>"
-            f'<td class="num">{_e(trial.get("epochs", "-"))}</td><td class="num">{_acc(trial.get("time_s"), 1)}</td>'
-            f"<td>{hparams}</td><td class='classes'>{_classes_html(classes)}</td>"
+            f'<tr{" class=best" if is_best else ""} id="run-{index}-trial-{trial.iteration}">'
+            f'<td class="num">{trial.iteration}</td><td>{_e(record.trial_id)}</td>'
+            f"<td>{_e(record.source or '-')}</td><td class='num'>{acc}</td>"
+            f'<td class="num">{_e(epochs)}</td><td class="num">{_acc(record.wall_time_s, 1)}</td>'
+            f"<td>{hparams_html}</td><td class='classes'>{_classes_html(classes)}</td>"
             f"<td>{_diff_html(previous, classes)}</td>"
-            f"<td class='error'>{_e(error) if error else ''}</td></tr>"
+            f"<td class='error'>{_e(trial.error) if trial.error else ''}</td></tr>"
         )
         previous = classes
     head = ("<tr><th>iter</th><th>trial id</th><th>source</th><th>val acc</th><th>epochs</th><th>time s</th>"
@@ -179,13 +184,12 @@ def _trials_table(run: RunRecord, index: int) -> str:
 
 def _final_html(run: RunRecord) -> str:
     final = run.results.get("final") or {}
-    best = run.results.get("best_trial") or {}
-    classes = final.get("classes") or best.get("classes")
-    if classes is None:
+    best = run.best_trial
+    if best is None and not final.get("classes"):
         return '<p class="note">No trial succeeded: there is no best set.</p>'
-    parts = [f"<p><b>Best set</b> (iteration {_e(best.get('iteration', '?'))}, "
-             f"search val accuracy {_acc(best.get('val_accuracy'))}): "
-             f"<span class='classes'>{_classes_html([str(c) for c in classes])}</span></p>"]
+    parts = [f"<p><b>Best set</b> (iteration {_e(best.iteration if best else '?')}, "
+             f"search val accuracy {_acc(best.record.val_accuracy if best else None)}): "
+             f"<span class='classes'>{_classes_html(run.best_classes())}</span></p>"]
     test = final.get("test") or {}
     if final:
         epochs = final.get("final_epochs") or _config_value(run, "train", "final_epochs")
@@ -258,9 +262,10 @@ def _howto_html(runs: list[RunRecord], val_clips: int | None) -> str:
     if len(runs) == 1:
         run = runs[0]
         final = run.results.get("final") or {}
-        best = run.results.get("best_trial") or {}
-        search_val, final_val, test = best.get("val_accuracy"), final.get("val_accuracy"), run.test_accuracy()
-        facts = [f"search val {_acc(search_val)} (iteration {_e(best.get('iteration', '?'))} of {len(run.trials)})"]
+        best = run.best_trial
+        search_val = best.record.val_accuracy if best is not None else None
+        final_val, test = final.get("val_accuracy"), run.test_accuracy()
+        facts = [f"search val {_acc(search_val)} (iteration {_e(best.iteration if best else '?')} of {len(run.trials)})"]
         if final:
             drop = ""
             if isinstance(search_val, (int, float)) and isinstance(final_val, (int, float)):
@@ -335,7 +340,7 @@ def _confusion_html(run: RunRecord, index: int, out_dir: str, report: Report,
 
 def _overlay_html(run: RunRecord, index: int, out_dir: str, report: Report) -> str:
     body = ["<h3>Val clips with the best set's likelihood maps</h3>"]
-    overlay = load_overlay(run.results, run.path)
+    overlay = load_overlay(run.results, run.path, run.best_classes())
     for text in overlay.notes:
         report.notes.append(f"{run.name}: {text}")
         body.append(_note(text))
@@ -386,7 +391,7 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
 
     series: dict[str, list[list[float | None]]] = {}
     for run in runs:
-        series.setdefault(run.group, []).append([t.get("val_accuracy") for t in run.trials])
+        series.setdefault(run.group, []).append([t.record.val_accuracy for t in run.trials])
     references: dict[str, float | None] = {}
     if len(runs) == 1 and runs[0].results.get("final"):
         references = {"final val (retrained)": runs[0].results["final"].get("val_accuracy"),
@@ -406,13 +411,15 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
 
     confusions: dict[int, dict[str, Confusion]] = {}
     confusion_notes: dict[int, list[str]] = {}
+    for run in runs:
+        report.notes += [f"{run.name}: {note}" for note in run.notes]
     for index, run in enumerate(runs):
         shown: dict[str, Confusion] = {}
         search, why = best_trial_confusion(run)
         notes = []
         if search is not None:
             shown["search-val"] = search
-        elif run.results.get("best_trial"):
+        elif run.best_trial is not None:
             notes.append(f"best trial: {why}")
         finals, final_notes = final_confusions(run)
         for split, confusion in finals.items():
@@ -436,17 +443,17 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
 
     sections = []
     for index, run in enumerate(runs):
-        body = [_final_html(run), "<h3>Trials</h3>", _trials_table(run, index)]
+        body = [_final_html(run), "<h3>Trials</h3>", _trials_table(run, index), *(_note(n) for n in run.notes)]
         labels = _labels_of(run)
         if labels and run.trials:
             matrix = np.full((len(labels), len(run.trials)), np.nan)
             for column, trial in enumerate(run.trials):
                 for row, label in enumerate(labels):
-                    value = (trial.get("classwise_accuracy") or {}).get(label)
-                    if isinstance(value, (int, float)) and math.isfinite(value):
-                        matrix[row, column] = float(value)
+                    value = trial.record.classwise_accuracy.get(label)  # finite by construction
+                    if value is not None:
+                        matrix[row, column] = value
             heatmap = plots.classwise_heatmap(
-                matrix, labels, [t.get("iteration", i + 1) for i, t in enumerate(run.trials)],
+                matrix, labels, [t.iteration for t in run.trials],
                 os.path.join(out_dir, f"classwise_{index}.png"), title=f"class-wise val accuracy: {run.name}",
             )
             report.pngs.append(heatmap)
@@ -456,7 +463,7 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
         body.append(_confusion_html(run, index, out_dir, report, confusions[index], confusion_notes[index]))
         if index in overlay_runs:
             body.append(_overlay_html(run, index, out_dir, report))
-        iterations = best_so_far([t.get("val_accuracy") for t in run.trials])
+        iterations = best_so_far([t.record.val_accuracy for t in run.trials])
         summary = (f"{_e(run.name)}: {_e(run.group)}, {len(run.trials)} trials, "
                    f"best val {_acc(iterations[-1] if iterations else None)}")
         opened = " open" if len(runs) == 1 else ""

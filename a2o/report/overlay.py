@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,16 +114,15 @@ def _resize_nearest(maps: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def load_overlay(
-    results: dict[str, Any], run_dir: str, *, max_videos: int = 4, num_frames: int = 4
+    results: dict[str, Any], run_dir: str, classes: Sequence[str], *, max_videos: int = 4, num_frames: int = 4
 ) -> OverlayData:
-    """Frames and cached maps of up to ``max_videos`` val clips (one per label first) for the best set."""
+    """Frames and cached maps of up to ``max_videos`` val clips (one per label first) for ``classes``
+    (the run's best set, :meth:`a2o.report.runs.RunRecord.best_classes`)."""
     from a2o.config import config_from_dict
     from a2o.data.framestore import FrameStore, grid_key
     from a2o.detect.cache import map_cache_for
 
-    best = results.get("best_trial") or {}
-    final = results.get("final") or {}
-    classes = [str(c) for c in (final.get("classes") or best.get("classes") or [])]
+    classes = [str(c) for c in classes]
     data = OverlayData(classes)
     if not classes:
         data.notes.append("the best set is empty (or no trial succeeded): there are no maps to overlay")

@@ -3,6 +3,8 @@
 A run directory is the local storage root of ``a2o search`` (or one run of
 ``benchmarks.searchers``): it holds ``results.json`` (layout in :mod:`a2o.service`). A parent
 folder (e.g. the benchmark's ``--out``) holds several, at any depth up to :data:`MAX_DEPTH`.
+Trial rows are read once, here, as :class:`a2o.service.TrialRow` (a ``TrialRecord`` plus the
+service's columns), which also reads the unversioned rows of older runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from a2o.errors import DataError
+from a2o.errors import A2OError, DataError
+from a2o.records import TrialRow
 
 __all__ = [
     "RunRecord",
@@ -41,18 +44,44 @@ class RunRecord:
     path: str
     """Absolute path of the run directory."""
     results: dict[str, Any]
-    """The parsed results.json."""
+    """The parsed results.json (run-level fields: config, final, searcher_stats, ...)."""
+    trials: tuple[TrialRow, ...] = ()
+    """Its readable trial rows, in search order."""
+    best_trial: TrialRow | None = None
+    """The row the search chose (results.json ``best_trial``), None when every trial failed."""
+    notes: tuple[str, ...] = ()
+    """Rows that could not be read (a class text breaking the rule, a newer record version), and why."""
 
-    @property
-    def trials(self) -> list[dict[str, Any]]:
-        return list(self.results.get("trials") or [])
+    @classmethod
+    def read(cls, name: str, directory: str) -> RunRecord:
+        """The run in ``directory``; raises DataError when its results.json is not one.
+
+        results.json is untrusted input: a row that :meth:`TrialRow.from_dict` refuses is left out
+        of the report, and :attr:`notes` says which and why (its text is escaped where shown).
+        """
+        results = _read(os.path.join(directory, RESULTS_NAME))
+        trials, notes = [], []
+        for position, row in enumerate(results["trials"]):
+            trial = _row(row, position, notes, f"trial row {position + 1}")
+            if trial is not None:
+                trials.append(trial)
+        best = results.get("best_trial")
+        best_trial = _row(best, 0, notes, "best_trial") if isinstance(best, dict) and best else None
+        return cls(name, directory, results, tuple(trials), best_trial, tuple(notes))
 
     @property
     def group(self) -> str:
         return group_label(self.results)
 
+    def best_classes(self) -> list[str]:
+        """The winning set: what the final model trained on, else the best trial's ([] when none)."""
+        final = self.results.get("final") or {}
+        if final.get("classes"):
+            return [str(c) for c in final["classes"]]
+        return list(self.best_trial.record.class_set) if self.best_trial is not None else []
+
     def best_val(self) -> float | None:
-        values = [t["val_accuracy"] for t in self.trials if _finite(t.get("val_accuracy"))]
+        values = [t.record.val_accuracy for t in self.trials if t.record.scored]
         return max(values) if values else None
 
     def test_accuracy(self) -> float | None:
@@ -64,6 +93,16 @@ class RunRecord:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _row(data: Any, position: int, notes: list[str], where: str) -> TrialRow | None:
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        return TrialRow.from_dict(data, position=position)
+    except (A2OError, ValueError, TypeError, AttributeError) as exc:
+        notes.append(f"{where} skipped: {exc}")
+        return None
 
 
 def group_label(results: dict[str, Any]) -> str:
@@ -96,7 +135,7 @@ def find_runs(root: str) -> list[RunRecord]:
     if not os.path.isdir(root):
         raise DataError(f"{root} is not a directory: pass a run directory (with results.json) or a parent of runs")
     if os.path.isfile(os.path.join(root, RESULTS_NAME)):
-        return [RunRecord(os.path.basename(root) or root, root, _read(os.path.join(root, RESULTS_NAME)))]
+        return [RunRecord.read(os.path.basename(root) or root, root)]
     runs = []
     for directory, subdirs, files in os.walk(root):
         depth = os.path.relpath(directory, root).count(os.sep) + 1
@@ -105,7 +144,7 @@ def find_runs(root: str) -> list[RunRecord]:
         if depth > MAX_DEPTH:
             subdirs[:] = []
         if RESULTS_NAME in files and directory != root:
-            runs.append(RunRecord(os.path.relpath(directory, root), directory, _read(os.path.join(directory, RESULTS_NAME))))
+            runs.append(RunRecord.read(os.path.relpath(directory, root), directory))
             subdirs[:] = []
     if not runs:
         raise DataError(f"no {RESULTS_NAME} under {root}: run `a2o search` (or benchmarks.searchers) first")
@@ -220,13 +259,14 @@ def best_trial_confusion(run: RunRecord) -> tuple[Confusion | None, str]:
     (``train/<trial name>/checkpoint_*/model/recognizer.json``, ``extra.confusion``). A matrix whose
     accuracy differs from the trial's recorded val accuracy is not used.
     """
-    best = run.results.get("best_trial") or {}
-    trial_id = str(best.get("trial_id") or "")
+    best = run.best_trial.record if run.best_trial is not None else None
+    trial_id = best.trial_id if best is not None else ""
     if not trial_id:
         return None, "the run has no best trial"
     labels = _run_labels(run)
     candidates: list[tuple[Confusion, str]] = []
-    matrix = _matrix(best.get("confusion"), len(labels) if labels else None)
+    recorded = [list(row) for row in best.confusion] if best.confusion is not None else None
+    matrix = _matrix(recorded, len(labels) if labels else None)
     if matrix is not None and labels:
         source = "results.json: best_trial.confusion"
         candidates.append((Confusion(matrix, labels, "val", source), source))
@@ -238,12 +278,12 @@ def best_trial_confusion(run: RunRecord) -> tuple[Confusion | None, str]:
                 candidates.append((confusion, path))
     rejected = []
     for confusion, source in candidates:
-        if _agrees(confusion, best.get("val_accuracy")):
+        if _agrees(confusion, best.val_accuracy):
             return confusion, source
         rejected.append(source)
     if rejected:
         return None, (f"the confusion matrices found for trial {trial_id} ({', '.join(rejected)}) do not give its "
-                      f"val accuracy {best.get('val_accuracy')}")
+                      f"val accuracy {best.val_accuracy}")
     return None, (f"no confusion matrix recorded for trial {trial_id} (looked in results.json and "
                   "train/…/checkpoint_*/model/recognizer.json)")
 

@@ -139,7 +139,7 @@ def model_info(best: BestModel, detector_fingerprint: str) -> ModelInfo:
     cfg = best.config
     geometry = best.geometry
     return ModelInfo(
-        classes=best.classes,
+        classes=list(best.classes),
         labels=best.labels,
         metrics=best.metrics,
         detector=cfg.detect.detector,

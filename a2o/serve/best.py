@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from a2o.config import ExperimentConfig, load_config
-from a2o.errors import A2OError, ConfigError
+from a2o.detect.classes import ClassSet
+from a2o.errors import A2OError, ClassTextError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - torch stays out of the HTTP ingress replica
     from a2o.train.evaluate import EvalGeometry
@@ -73,8 +74,8 @@ class BestModel:
     """Absolute path of the best/ directory."""
     config: ExperimentConfig
     """The experiment config the model was trained with (detector, frame grid, eval views)."""
-    classes: list[str]
-    """Object classes the recognizer fuses, in map-channel order."""
+    classes: ClassSet
+    """Object classes the recognizer fuses, in map-channel order (``list(classes)`` is the JSON form)."""
     labels: list[str]
     """Action labels in logit order."""
     metrics: dict[str, Any]
@@ -135,7 +136,10 @@ def read_best(path: str, *, allow_oracle_detector: bool = False) -> BestModel:
     else:
         log.warning("%s has no metrics.json; /v1/model will report no metrics", root)
 
-    classes = [str(c) for c in meta.get("classes", [])]
+    try:
+        classes = ClassSet.parse(meta.get("classes", []), where=f"--model {path}: model/{_META_FILE} classes")
+    except ClassTextError as exc:
+        raise ConfigError(f"{exc}; re-save the model with a valid class set") from None
     labels = [str(label) for label in meta.get("labels", [])]
     if not labels:
         raise A2OError(f"--model {path}: model/{_META_FILE} lists no labels; re-save the model")
@@ -145,7 +149,7 @@ def read_best(path: str, *, allow_oracle_detector: bool = False) -> BestModel:
             f"{meta.get('resolution')} px but config.yaml has data.num_frames={cfg.data.num_frames}, "
             f"data.resolution={cfg.data.resolution}; the directory mixes two runs"
         )
-    for key, value in (("classes", classes), ("labels", labels)):
+    for key, value in (("classes", list(classes)), ("labels", labels)):
         if key in metrics and [str(v) for v in metrics[key]] != value:
             raise ConfigError(
                 f"--model {path}: metrics.json {key} differ from the saved model's; the directory mixes two runs"
@@ -187,7 +191,7 @@ def _with_detector_dir(cfg: ExperimentConfig, root: str, path: str) -> Experimen
     return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, learned_model=detector_dir))
 
 
-def _oracle_refusal(path: str, detector: str, classes: list[str], metrics: dict[str, Any]) -> str:
+def _oracle_refusal(path: str, detector: str, classes: ClassSet, metrics: dict[str, Any]) -> str:
     test = metrics.get("test")
     offline = ""
     if isinstance(test, dict) and isinstance(test.get("accuracy"), (int, float)):

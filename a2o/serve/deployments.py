@@ -10,7 +10,8 @@ One request flows ingress → :class:`ClipDetector` → :class:`ClipRecognizer` 
 
 So a served prediction is the offline :func:`a2o.train.evaluate.predict_video` of the same clip.
 The pure functions (:func:`prepare_upload`, :func:`predict_batch`) hold all of that logic; the
-deployment classes only load models and move arrays.
+deployment classes only load models and move arrays. Each replica decides its
+:class:`~a2o.runtime.Runtime` once (:meth:`Runtime.for_ray_actor`: its GPU when Ray assigned one).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ray import serve
 from a2o.errors import DetectionError, VideoDecodeError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from a2o.runtime import Runtime
     from a2o.serve.best import BestModel
 
 __all__ = [
@@ -112,8 +114,8 @@ def _tensor(array: np.ndarray) -> Any:
     return torch.from_numpy(np.require(array, requirements=("C_CONTIGUOUS", "WRITEABLE")))
 
 
-def predict_batch(model: Any, clips: Sequence[ClipInputs]) -> list[np.ndarray]:
-    """Class probabilities (K,) of each upload.
+def predict_batch(model: Any, clips: Sequence[ClipInputs], runtime: Runtime | None = None) -> list[np.ndarray]:
+    """Class probabilities (K,) of each upload, the model running on ``runtime`` (None: its device, fp32).
 
     One upload goes through :func:`a2o.train.evaluate.predict_clip` itself. Several share one
     forward pass over their stacked clips (all uploads have the same S×V clip geometry); the
@@ -122,30 +124,17 @@ def predict_batch(model: Any, clips: Sequence[ClipInputs]) -> list[np.ndarray]:
     """
     import torch
 
-    from a2o.train.evaluate import predict_clip
+    from a2o.train.evaluate import forward_logits, predict_clip
     from a2o.train.metrics import ensemble_probabilities
 
     if len(clips) == 1:
-        return [predict_clip(model, _tensor(clips[0].frames), _tensor(clips[0].maps))]
+        return [predict_clip(model, _tensor(clips[0].frames), _tensor(clips[0].maps), runtime)]
     per_upload = clips[0].frames.shape[0]  # N = S×V clips per upload
     frames = torch.from_numpy(np.concatenate([c.frames for c in clips]))  # (B*N, T, R, R, 3)
     maps = torch.from_numpy(np.concatenate([c.maps for c in clips]))  # (B*N, T, C, R, R)
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logits = model(frames.to(device), maps.to(device) if maps.shape[2] else None)  # (B*N, K)
-    logits = logits.float().cpu().numpy().reshape(len(clips), per_upload, -1)  # (B, N, K)
+    logits = forward_logits(model, frames, maps, runtime)  # (B*N, K)
+    logits = logits.reshape(len(clips), per_upload, -1)  # (B, N, K)
     return list(ensemble_probabilities(logits))
-
-
-def _replica_device() -> Any:
-    """The replica's device: its GPU when Ray assigned one, else the CPU."""
-    import ray
-    import torch
-
-    if ray.get_gpu_ids() and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 class ClipDetector:
@@ -153,11 +142,12 @@ class ClipDetector:
 
     def __init__(self, best: BestModel) -> None:
         from a2o.detect.base import create_detector
+        from a2o.runtime import Runtime
         from a2o.serve.best import check_detector_fingerprint
 
         self.best = best
         self.geometry = best.geometry
-        self.detector = create_detector(best.config.detect, device=_replica_device())
+        self.detector = create_detector(best.config.detect, Runtime.for_ray_actor())
         # The loaded detector's own fingerprint: a learned one that is not the trained one fails here.
         check_detector_fingerprint(best, self.detector.fingerprint)
 
@@ -176,9 +166,12 @@ class ClipRecognizer:
 
     def __init__(self, best: BestModel) -> None:
         from a2o.model import load_recognizer
+        from a2o.runtime import Runtime
 
-        model, _ = load_recognizer(best.model_dir)
-        self.model = model.to(_replica_device())
+        # The class set the detector replica computes maps for, in the same channel order.
+        model, _ = load_recognizer(best.model_dir, classes=best.classes)
+        self.runtime = Runtime.for_ray_actor(best.config.train.precision)
+        self.model = model.to(self.runtime.device)
         serve_cfg = best.config.serve
         self.predict.set_max_batch_size(serve_cfg.max_batch_size)
         self.predict.set_batch_wait_timeout_s(serve_cfg.batch_wait_timeout_s)
@@ -188,7 +181,7 @@ class ClipRecognizer:
         # The forward runs in a worker thread so the replica keeps accepting requests (and thus
         # fills the next batch) meanwhile; max_concurrent_batches=1 keeps one forward at a time.
         log.debug("recognizer batch: %d upload(s)", len(clips))
-        return await asyncio.to_thread(predict_batch, self.model, clips)
+        return await asyncio.to_thread(predict_batch, self.model, clips, self.runtime)
 
 
 @serve.ingress()

@@ -6,6 +6,10 @@ detector computes its maps, and the maps are quantised like cached maps. V spati
 crops of the model's input size spread across the grid, applied jointly to frames and maps. The
 prediction is the mean of the S×V softmaxes (as V-JEPA2 evaluates). Serving calls
 :func:`predict_clip`, so a served prediction equals the offline one for the same clip.
+
+The forward runs on a :class:`~a2o.runtime.Runtime` its caller's entry point decided (the final
+evaluation's driver, a Serve replica): its device, under its autocast. Without one, it follows the
+model's device in fp32.
 """
 
 from __future__ import annotations
@@ -14,10 +18,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from a2o.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +104,34 @@ def clip_inputs(
     return torch.stack(clip_frames), torch.stack(clip_maps)
 
 
-@torch.no_grad()
+def forward_logits(
+    model: torch.nn.Module, frames: torch.Tensor, maps: torch.Tensor, runtime: Runtime | None = None
+) -> np.ndarray:
+    """Logits (N, K) float32 of frames (N, T, R, R, 3) and maps (N, T, C, R, R), C may be 0.
+
+    On ``runtime`` (its device, under its autocast), else on the model's device in fp32. The model
+    must already live on that device.
+    """
+    import contextlib
+
+    model.eval()
+    device = runtime.device if runtime is not None else next(model.parameters()).device
+    autocast = runtime.autocast() if runtime is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        logits = model(frames.to(device), maps.to(device) if maps.shape[2] else None)  # (N, K)
+    return logits.float().cpu().numpy()
+
+
 def predict_clip(
     model: torch.nn.Module,
     frames: torch.Tensor,
     maps: torch.Tensor,
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Mean softmax over the S×V clips: frames (N, T, R, R, 3), maps (N, T, C, R, R) → (K,)."""
     from a2o.train.metrics import ensemble_probabilities
 
-    model.eval()
-    device = next(model.parameters()).device
-    logits = model(frames.to(device), maps.to(device) if maps.shape[2] else None)  # (N, K)
-    return ensemble_probabilities(logits.float().cpu().numpy()[None])[0]
+    return ensemble_probabilities(forward_logits(model, frames, maps, runtime)[None])[0]
 
 
 def predict_video(
@@ -126,6 +148,7 @@ def predict_video(
     end_frame: int | None = None,
     boxes: str | None = None,
     masks_uri: str | None = None,
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """Decode, detect, ensemble: the class probabilities (K,) of one video."""
     from a2o.data.video import decode_clip
@@ -142,7 +165,7 @@ def predict_video(
     clip_frames, clip_maps = clip_inputs(
         frames, indices, detector, class_texts, geometry, video_id=video_id, boxes=boxes, masks_uri=masks_uri
     )
-    return predict_clip(model, clip_frames, clip_maps)
+    return predict_clip(model, clip_frames, clip_maps, runtime)
 
 
 def predict_row(
@@ -151,6 +174,7 @@ def predict_row(
     class_texts: Sequence[str],
     geometry: EvalGeometry,
     row: dict[str, Any],
+    runtime: Runtime | None = None,
 ) -> np.ndarray:
     """:func:`predict_video` of one manifest row (its span, boxes and masks): (K,) probabilities.
 
@@ -169,6 +193,7 @@ def predict_row(
         end_frame=row.get("end_frame"),
         boxes=row.get("boxes"),
         masks_uri=row.get("masks_uri"),
+        runtime=runtime,
     )
 
 
@@ -179,16 +204,23 @@ def evaluate_videos(
     geometry: EvalGeometry,
     rows: Sequence[dict[str, Any]],
     labels: Sequence[str],
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Top-1, class-wise accuracy and confusion over manifest ``rows`` (undecodable ones skipped)."""
+    """Top-1, class-wise accuracy and confusion over manifest ``rows`` (undecodable ones skipped).
+
+    ``runtime``: where and in which precision the model runs (the entry point's decision); the
+    model is moved to its device here. None: the model's device, fp32.
+    """
     from a2o.errors import VideoDecodeError
     from a2o.train.metrics import evaluate_predictions
 
+    if runtime is not None:
+        model.to(runtime.device)
     predictions, targets, skipped = [], [], []
     started = time.perf_counter()
     for i, row in enumerate(rows):
         try:
-            probs = predict_row(model, detector, class_texts, geometry, row)
+            probs = predict_row(model, detector, class_texts, geometry, row, runtime)
         except VideoDecodeError as exc:
             log.warning("test evaluation: skipping %s: %s", row["video_id"], exc)
             skipped.append(row["video_id"])

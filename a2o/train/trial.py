@@ -9,6 +9,7 @@ by ``a2o train`` and the final full-budget training of the best set.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from a2o.config import ExperimentConfig, absolute_if_local, config_from_dict, config_to_dict
+from a2o.detect.classes import ClassSet
 from a2o.errors import ResourceError, TrainingError
-from a2o.train.loop import TrialInputs, train_loop_per_worker
+from a2o.train.loop import train_loop_per_worker
+from a2o.train.spec import TrialInputs, TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,6 @@ TRIAL_DRIVER_CPUS = 0.5
 def frames_root(cfg: ExperimentConfig) -> str:
     """Where ``a2o data prepare`` put the frame grid of this config."""
     return cfg.storage.path("frames", f"t{cfg.data.num_frames}_r{cfg.data.grid_resolution}")
-
 
 
 def label_names(manifest) -> list[str]:
@@ -75,8 +77,8 @@ def check_resources(
         )
 
 
-def ensure_trial_maps(cfg: ExperimentConfig, classes: Sequence[str], store, video_ids: Sequence[str]):
-    """Fill the map cache for ``classes`` over ``video_ids`` (train + val only: search never sees
+def ensure_trial_maps(cfg: ExperimentConfig, class_set: ClassSet, store, video_ids: Sequence[str]):
+    """Fill the map cache for ``class_set`` over ``video_ids`` (train + val only: search never sees
     test). A GPU detector runs as the Ray Data actor-pool stage; a CPU one in-process."""
     from a2o.detect.base import ConfigDetectorFactory
     from a2o.detect.cache import map_cache_for
@@ -88,24 +90,30 @@ def ensure_trial_maps(cfg: ExperimentConfig, classes: Sequence[str], store, vide
     # verify="marker": entries are checksum-verified when the workers read them (and recomputed if
     # corrupt), so the driver need not read every cached file before each trial.
     reader = cache.ensure_maps(
-        list(classes), store, factory, runner=runner, video_ids=list(video_ids), verify="marker"
+        class_set, store, factory, runner=runner, video_ids=list(video_ids), verify="marker"
     )
     stats = reader.stats
     log.info(
         "maps for %d classes: %d (video, class) pairs computed, %d reused (hit ratio %.2f)",
-        len(classes), stats.computed_pairs, stats.reused_pairs, stats.hit_ratio,
+        len(class_set), stats.computed_pairs, stats.reused_pairs, stats.hit_ratio,
     )
     return reader, {"computed": stats.computed_pairs, "reused": stats.reused_pairs}
 
 
-def prepare_inputs(cfg: ExperimentConfig, classes: Sequence[str]) -> tuple[TrialInputs, dict[str, Any]]:
-    """Open the frame store, ensure the maps of ``classes`` and list train/val clips."""
-    from a2o.data.framestore import FrameStore
-    from a2o.detect.classes import validate_class_text
+def _require_class_set(class_set: Any) -> ClassSet:
+    if not isinstance(class_set, ClassSet):
+        raise TypeError(
+            f"expected an a2o.detect.classes.ClassSet, got {type(class_set).__name__}: build it where the "
+            "texts enter, with ClassSet.parse(texts, where='<config key or flag>')"
+        )
+    return class_set
 
-    classes = tuple(validate_class_text(c) for c in classes)
-    if len(set(classes)) != len(classes):
-        raise TrainingError(f"class set has duplicates: {list(classes)}")
+
+def prepare_inputs(cfg: ExperimentConfig, class_set: ClassSet) -> tuple[TrialInputs, dict[str, Any]]:
+    """Open the frame store, ensure the maps of ``class_set`` and list train/val clips."""
+    from a2o.data.framestore import FrameStore
+
+    class_set = _require_class_set(class_set)
     root = frames_root(cfg)
     store = FrameStore(root)
     manifest = store.manifest()
@@ -116,13 +124,13 @@ def prepare_inputs(cfg: ExperimentConfig, classes: Sequence[str]) -> tuple[Trial
     if not train or not val:
         raise TrainingError(f"frame store {root} needs train and val clips (has {len(train)} train, {len(val)} val)")
     reader, detect_stats = None, {"computed": 0, "reused": 0}
-    if classes:
+    if class_set:
         video_ids = [r["video_id"] for r in train + val]
-        reader, detect_stats = ensure_trial_maps(cfg, classes, store, video_ids)
+        reader, detect_stats = ensure_trial_maps(cfg, class_set, store, video_ids)
     inputs = TrialInputs(
         frames_root=root,
         maps=reader,
-        classes=classes,
+        class_set=class_set,
         labels=tuple(labels),
         train_ids=tuple(r["video_id"] for r in train),
         train_labels=tuple(int(r["label_id"]) for r in train),
@@ -177,24 +185,29 @@ def apply_trial_overrides(cfg: ExperimentConfig, trial_config: dict[str, Any]) -
 
 def fit_trial(
     cfg: ExperimentConfig,
-    classes: Sequence[str],
+    class_set: ClassSet,
     *,
     epochs: int | None = None,
     name: str | None = None,
     in_tune: bool = False,
 ) -> TrialResult:
-    """Ensure maps, then build and fit the ``TorchTrainer`` for one class set."""
+    """Ensure maps, then build and fit the ``TorchTrainer`` for one class set.
+
+    ``epochs`` overrides ``train.epochs`` (the final training passes ``train.final_epochs``).
+    """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
+    class_set = _require_class_set(class_set)
     tcfg = cfg.train
     check_resources(
         tcfg.num_workers, tcfg.cpus_per_worker, tcfg.gpus_per_worker,
         reserved_cpus=TRIAL_DRIVER_CPUS if in_tune else 0.0,
     )
-    inputs, detect_stats = prepare_inputs(cfg, classes)
+    inputs, detect_stats = prepare_inputs(cfg, class_set)
     cfg = resolve_checkpoint(cfg, len(inputs.labels))
+    spec = trial_spec(cfg, inputs, detect_stats, epochs=epochs)
     callbacks = []
     if in_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -210,16 +223,7 @@ def fit_trial(
     run_name = name or f"trial-{int(time.time() * 1000)}"
     run_name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_name)[:120]
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "experiment": config_to_dict(cfg),
-            "inputs": inputs,
-            "epochs": epochs or tcfg.epochs,
-            "extra_metrics": {
-                "maps_computed": int(detect_stats.get("computed", 0)),
-                "maps_reused": int(detect_stats.get("reused", 0)),
-            },
-        },
+        functools.partial(train_loop_per_worker, spec),
         scaling_config=ScalingConfig(
             num_workers=tcfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
@@ -234,6 +238,15 @@ def fit_trial(
     metrics = dict(result.metrics or {})
     checkpoint = result.checkpoint.path if result.checkpoint else None
     return TrialResult(metrics, checkpoint, detect_stats, time.perf_counter() - started)
+
+
+def trial_spec(
+    cfg: ExperimentConfig, inputs: TrialInputs, detect_stats: dict[str, Any], *, epochs: int | None = None
+) -> TrialSpec:
+    """The loop's spec for ``inputs`` (after :func:`resolve_checkpoint`): the map cache's counts
+    ride along as per-epoch metrics."""
+    extra = {"maps_computed": int(detect_stats["computed"]), "maps_reused": int(detect_stats["reused"])}
+    return TrialSpec.from_config(cfg, inputs, epochs=epochs, extra_metrics=extra)
 
 
 def trainable_for(cfg: ExperimentConfig):
@@ -331,8 +344,9 @@ def reuse_trial_actors(scheduler) -> bool:
 def run_trial(config: dict[str, Any], experiment: dict[str, Any] | None = None) -> None:
     """Tune function trainable: ``tune.with_parameters(run_trial, experiment=config_to_dict(cfg))``.
 
-    ``config`` is the searcher's suggestion: ``{"classes": [...]}`` plus optional ``lr`` /
-    ``weight_decay``. Per-epoch metrics (val_accuracy, classwise_accuracy, loss, epoch, classes,
+    ``config`` is the searcher's suggestion (any searcher's, so untrusted text): ``{"classes": [...]}``
+    plus optional ``lr`` / ``weight_decay`` / ``epochs``; the class set is parsed here, its entry
+    point. Per-epoch metrics (val_accuracy, classwise_accuracy, loss, epoch, classes,
     epoch_time_s, train_time_s, worker_setup_s, maps_computed, maps_reused) reach Tune through
     ``TuneReportCallback``.
     """
@@ -340,8 +354,13 @@ def run_trial(config: dict[str, Any], experiment: dict[str, Any] | None = None) 
 
     if experiment is None:
         raise TrainingError("run_trial needs the experiment config: tune.with_parameters(run_trial, experiment=...)")
+    if "classes" not in config:
+        raise TrainingError(
+            f"the trial config has no 'classes' (keys: {sorted(config)}); a searcher suggests "
+            "{'classes': [...]} (an empty list for RGB only)"
+        )
+    class_set = ClassSet.parse(config["classes"], where="trial config 'classes'")
     cfg = apply_trial_overrides(config_from_dict(experiment), config)
-    classes = list(config.get("classes") or [])
     trial_name = ray.tune.get_context().get_trial_name() if ray.tune.get_context() else None
     # Nothing is returned: a returned dict would reach Tune as one more (epoch-less) result.
-    fit_trial(cfg, classes, name=trial_name, in_tune=True)
+    fit_trial(cfg, class_set, name=trial_name, in_tune=True)

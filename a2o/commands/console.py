@@ -102,6 +102,15 @@ def setup_logging(verbose: bool) -> None:
     progress.set_console(sys.stderr)
 
 
+def reset_logging() -> None:
+    """Forget :func:`setup_logging` (its handler is the caller's to remove): :func:`run_log` then
+    redirects nothing, as before setup. For embedding callers and tests that set logging up twice."""
+    global _console_handler, _verbose
+    _console_handler = None
+    _verbose = False
+    progress.set_console(None)
+
+
 class RunLog:
     """The open run log: its path, and the terminal's stdout for the command's final summary."""
 
