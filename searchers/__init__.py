@@ -1,16 +1,22 @@
 """Ray Tune searchers over object-class sets: ICRL, its paper baselines, and users' baselines.
 
-=========  ====================================================  ===============================
-name       class                                                 what it is
-=========  ====================================================  ===============================
-icrl       :class:`searchers.icrl.ICRLSearcher`                  the A2O agent (history in prompt)
-static     :class:`searchers.static.StaticPromptSearcher`        paper: no history, T samples
-pool       :class:`searchers.pool.PromptPoolSearcher`            paper: enumerate, then combine
-ood        :class:`searchers.ood.OODHistorySearcher`             paper: another dataset's history
-hybrid     :class:`searchers.hybrid.HybridSearcher`              paper: {lr, wd} + ICRL
-random     :class:`searchers.random_search.RandomSubsetSearcher` random vocabulary subsets
-optuna     :class:`searchers.optuna_search.OptunaTPESearcher`    TPE over vocabulary flags
-=========  ====================================================  ===============================
+=========  =======================================================  ===============================
+name       built by                                                 what it is
+=========  =======================================================  ===============================
+icrl       :class:`searchers.icrl.ICRLSearcher`                     the A2O agent (history in prompt)
+static     :func:`searchers.static.static_prompt_searcher`          paper: no history, T samples
+pool       :class:`searchers.pool.PromptPoolSearcher`               paper: enumerate, then combine
+ood        :func:`searchers.ood.ood_history_searcher`               paper: another dataset's history
+hybrid     :func:`searchers.hybrid.hybrid_searcher`                 paper: {lr, wd} + ICRL
+random     :class:`searchers.random_search.RandomSubsetSearcher`    random vocabulary subsets
+optuna     :class:`searchers.optuna_search.OptunaTPESearcher`       TPE over vocabulary flags
+=========  =======================================================  ===============================
+
+``static``, ``ood`` and ``hybrid`` are :class:`~searchers.icrl.ICRLSearcher` with options
+(``show_history=False``, ``injected_history``, ``hyperparameters``). Every searcher keeps its
+finished trials as :class:`a2o.records.TrialRecord` s in ``history``; the LLM searchers count
+their LLM traffic in ``stats``. ``metric`` and ``mode`` default to None (Tune's, else
+``"val_accuracy"``/``"max"``; see each class).
 
 Modules are imported on first use, so ``import searchers`` pulls in neither Ray nor openai.
 """
@@ -23,12 +29,12 @@ from typing import Any, Optional
 
 __all__ = ["SEARCHER_CLASSES", "LLM_SEARCHERS", "create_searcher", "searcher_from_config"]
 
-SEARCHER_CLASSES: dict[str, tuple[str, str]] = {
+SEARCHER_CLASSES: dict[str, tuple[str, str]] = {  # name -> (module, class or factory function)
     "icrl": ("searchers.icrl", "ICRLSearcher"),
-    "static": ("searchers.static", "StaticPromptSearcher"),
+    "static": ("searchers.static", "static_prompt_searcher"),
     "pool": ("searchers.pool", "PromptPoolSearcher"),
-    "ood": ("searchers.ood", "OODHistorySearcher"),
-    "hybrid": ("searchers.hybrid", "HybridSearcher"),
+    "ood": ("searchers.ood", "ood_history_searcher"),
+    "hybrid": ("searchers.hybrid", "hybrid_searcher"),
     "random": ("searchers.random_search", "RandomSubsetSearcher"),
     "optuna": ("searchers.optuna_search", "OptunaTPESearcher"),
 }
@@ -38,20 +44,20 @@ logger = logging.getLogger(__name__)
 
 
 def create_searcher(name: str, **kwargs: Any):
-    """Build the searcher registered as ``name`` with the class's own keyword arguments.
+    """Build the searcher registered as ``name`` with its class's (or factory's) keyword arguments.
 
     Raises:
         ValueError: ``name`` is not registered (the message lists the valid names).
     """
     if name not in SEARCHER_CLASSES:
         raise ValueError(f"unknown searcher '{name}'; valid names: {sorted(SEARCHER_CLASSES)}")
-    module_name, class_name = SEARCHER_CLASSES[name]
-    cls = getattr(importlib.import_module(module_name), class_name)
+    module_name, attribute = SEARCHER_CLASSES[name]
+    build = getattr(importlib.import_module(module_name), attribute)
     if name in LLM_SEARCHERS:
         llm = kwargs.pop("llm")
         action_names = kwargs.pop("action_names")
-        return cls(llm, action_names, **kwargs)
-    return cls(kwargs.pop("vocabulary"), **kwargs)
+        return build(llm, action_names, **kwargs)
+    return build(kwargs.pop("vocabulary"), **kwargs)
 
 
 def searcher_from_config(

@@ -8,15 +8,38 @@ from collections.abc import Sequence
 from typing import Any
 
 from searchers.icrl import ICRLSearcher
+from searchers.proposer import LLMArg
 
-__all__ = ["HybridSearcher"]
+__all__ = ["LogUniformSampler", "hybrid_searcher"]
 
 
-class HybridSearcher(ICRLSearcher):
+class LogUniformSampler:
+    """Seeded log-uniform samples of named hyperparameters, drawn in the order of ``ranges``.
+
+    Args:
+        ranges: ``name -> (low, high)`` with ``0 < low <= high``.
+        seed: Seeds the sampler's own ``random.Random`` (independent of every other stream).
+    """
+
+    def __init__(self, ranges: dict[str, tuple[float, float]], seed: int = 0):
+        for name, (low, high) in ranges.items():
+            if not 0 < low <= high:
+                raise ValueError(f"{name}_range must be (low, high) with 0 < low <= high, got {(low, high)}")
+        self.ranges = {name: (float(low), float(high)) for name, (low, high) in ranges.items()}
+        self._rng = random.Random(seed)
+
+    def sample(self) -> dict[str, float]:
+        return {name: float(math.exp(self._rng.uniform(math.log(low), math.log(high))))
+                for name, (low, high) in self.ranges.items()}
+
+
+def hybrid_searcher(llm: LLMArg, action_names: Sequence[str], *,
+                    lr_range: tuple[float, float] = (1e-5, 1e-3),
+                    weight_decay_range: tuple[float, float] = (1e-4, 0.3), **kwargs: Any) -> ICRLSearcher:
     """ICRL proposes the classes; a seeded log-uniform sampler proposes ``lr`` and ``weight_decay``.
 
-    Each suggestion is ``{"classes": [...], "lr": float, "weight_decay": float,
-    "proposal_source": ...}``. The history shown to the LLM lists each trial's hyperparameters next
+    Each suggestion is ``{"classes": [...], "proposal_source": ..., "lr": float,
+    "weight_decay": float}``. The history shown to the LLM lists each trial's hyperparameters next
     to its classes, so the agent can tell a bad set from a bad learning rate.
 
     Args:
@@ -39,35 +62,19 @@ class HybridSearcher(ICRLSearcher):
 
         import ray
         from ray import tune
-        from searchers.hybrid import HybridSearcher
+        from searchers.hybrid import hybrid_searcher
         from searchers.llm_client import LLMClientSpec
 
         def trainable(config):
             tune.report({"val_accuracy": 1.0 - abs(math.log10(config["lr"]) + 4) / 3, "epoch": 1})
 
-        searcher = HybridSearcher(LLMClientSpec(base_url="http://127.0.0.1:8080/v1"),
-                                  action_names=["walk", "run"], num_trials=4)
+        searcher = hybrid_searcher(LLMClientSpec(base_url="http://127.0.0.1:8080/v1"),
+                                   action_names=["walk", "run"], num_trials=4, metric="val_accuracy", mode="max")
         ray.init(address="local", num_cpus=2, include_dashboard=False)
         tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=4, metric="val_accuracy", mode="max")).fit()
     """
-
-    def __init__(self, llm: Any, action_names: Sequence[str], *,
-                 lr_range: tuple[float, float] = (1e-5, 1e-3),
-                 weight_decay_range: tuple[float, float] = (1e-4, 0.3), **kwargs: Any):
-        super().__init__(llm, action_names, **kwargs)
-        for name, (low, high) in (("lr_range", lr_range), ("weight_decay_range", weight_decay_range)):
-            if not 0 < low <= high:
-                raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
-        self.lr_range = tuple(lr_range)
-        self.weight_decay_range = tuple(weight_decay_range)
-        self._hp_rng = random.Random(self.seed * 7919 + 17)  # independent of the fallback's stream
-
-    def _log_uniform(self, low: float, high: float) -> float:
-        return float(math.exp(self._hp_rng.uniform(math.log(low), math.log(high))))
-
-    def _config(self, classes: list[str], source: str) -> dict[str, Any]:
-        config = super()._config(classes, source)
-        config["lr"] = self._log_uniform(*self.lr_range)
-        config["weight_decay"] = self._log_uniform(*self.weight_decay_range)
-        return config
+    seed = int(kwargs.get("seed", 0))
+    sampler = LogUniformSampler({"lr": lr_range, "weight_decay": weight_decay_range},
+                                seed=seed * 7919 + 17)  # independent of the fallback's stream
+    return ICRLSearcher(llm, action_names, hyperparameters=sampler, **kwargs)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import math
+import logging
 import pickle
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from ray.tune.search import Searcher
 
+from a2o.detect.classes import ClassSet
 from a2o.errors import require
-from searchers.parsing import parse_class_reply
+from a2o.records import TrialRecord
+from searchers.trials import TrialLog, check_mode, metric_and_mode
+from searchers.words import usable_words
 
 __all__ = ["OptunaTPESearcher"]
+
+logger = logging.getLogger(__name__)
 
 
 class OptunaTPESearcher(Searcher):
@@ -24,18 +29,28 @@ class OptunaTPESearcher(Searcher):
     an empty selection becomes that order's first word. Errored trials and non-finite metrics are
     told to Optuna as failed trials. Early-stopped trials are told their last reported value.
 
+    The study is created at the first ``suggest``, so its direction is the mode in force then:
+    the constructor's, or Tune's (``set_search_properties``), or ``"max"``. It is saved with the
+    searcher, so a restored search keeps its direction.
+
     Args:
-        vocabulary: Candidate classes (sanitised; unsafe entries are dropped).
+        vocabulary: Candidate classes (entries breaking the class-text rule are dropped, with a
+            warning that counts them).
         max_classes: ``C_max``, the largest suggested set.
         num_trials: Budget; ``suggest`` returns ``Searcher.FINISHED`` after this many.
-        metric: Metric reported by the trainable.
-        mode: ``"max"`` or ``"min"`` (the study's direction).
+        metric: Metric reported by the trainable. None: Tune's, else ``"val_accuracy"``.
+        mode: ``"max"``, ``"min"`` or None (Tune's, else ``"max"``): the study's direction.
         seed: Seeds TPE and the truncation order; same seed + same results -> same suggestions.
         n_startup_trials: Random trials before TPE starts modelling.
 
     .. warning::
         Needs the optional dependency: ``pip install 'a2o[optuna]'``. With many words and few
         trials TPE is close to random search.
+
+    .. warning::
+        Tune passes ``TuneConfig``'s ``metric``/``mode`` only with a non-empty ``param_space``:
+        with an empty one, ``mode="min"`` must be given here (otherwise the study maximises,
+        logged once at INFO).
 
     Example:
 
@@ -48,17 +63,19 @@ class OptunaTPESearcher(Searcher):
         def trainable(config):
             tune.report({"val_accuracy": len({"ball", "net"} & set(config["classes"])) / 2, "epoch": 1})
 
-        searcher = OptunaTPESearcher(["ball", "net", "hand", "floor"], max_classes=3, num_trials=6)
+        searcher = OptunaTPESearcher(["ball", "net", "hand", "floor"], max_classes=3, num_trials=6,
+                                     metric="val_accuracy", mode="max")
         ray.init(address="local", num_cpus=2, include_dashboard=False)
         tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=6, metric="val_accuracy", mode="max")).fit()
     """
 
     def __init__(self, vocabulary: Sequence[str], *, max_classes: int = 12, num_trials: int = 8,
-                 metric: str = "val_accuracy", mode: str = "max", seed: int = 0, n_startup_trials: int = 5):
-        super().__init__(metric=metric, mode=mode)
-        optuna = require("optuna", "optuna")
-        self.vocabulary = parse_class_reply("\n".join(map(str, vocabulary)), max_classes=10**6)
+                 metric: Optional[str] = None, mode: Optional[str] = None, seed: int = 0,
+                 n_startup_trials: int = 5):
+        super().__init__(metric=metric, mode=check_mode(mode))
+        require("optuna", "optuna")
+        self.vocabulary = usable_words(vocabulary)
         if not self.vocabulary:
             raise ValueError("vocabulary has no usable class: set search.vocabulary to a list of short nouns")
         if max_classes < 1 or num_trials < 1:
@@ -66,17 +83,38 @@ class OptunaTPESearcher(Searcher):
         self.max_classes = int(max_classes)
         self.num_trials = int(num_trials)
         self.seed = int(seed)
+        self.n_startup_trials = int(n_startup_trials)
         self._order = list(self.vocabulary)
         random.Random(self.seed).shuffle(self._order)
-        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=n_startup_trials)
-        self._study = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
-                                          sampler=sampler)
-        self._suggested = 0
-        self._live: dict[str, dict[str, Any]] = {}  # trial_id -> optuna trial number, last value
-        self.history: list[dict[str, Any]] = []
+        self._study = None  # created at the first suggest, in the mode in force then
+        self._numbers: dict[str, int] = {}  # running trial id -> optuna trial number
+        self.tried: list[ClassSet] = []
+        self.log = TrialLog()
+
+    @property
+    def study(self):
+        """The ``optuna.Study`` (None before the first suggestion)."""
+        return self._study
+
+    @property
+    def history(self) -> list[TrialRecord]:
+        """Finished trials, oldest first."""
+        return self.log.records
+
+    def best(self) -> Optional[TrialRecord]:
+        return self.log.best(self._metric_and_mode()[1])
+
+    def _metric_and_mode(self) -> tuple[str, str]:
+        self._metric, self._mode = metric_and_mode(self._metric, self._mode, type(self).__name__)
+        return self._metric, self._mode
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        self._metric = metric or self._metric
+        check_mode(mode)
+        if mode and self._study is not None and mode != self._mode:
+            logger.warning("%s: the study already runs in mode %r; Tune's mode %r is ignored",
+                           type(self).__name__, self._mode, mode)
+            mode = None
+        self._metric, self._mode = metric or self._metric, mode or self._mode
         return True
 
     def _classes(self, flags: dict[str, bool]) -> list[str]:
@@ -84,34 +122,35 @@ class OptunaTPESearcher(Searcher):
         return chosen[: self.max_classes] or self._order[:1]
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:
-        if self._suggested >= self.num_trials:
+        _, mode = self._metric_and_mode()
+        if len(self.tried) >= self.num_trials:
             return Searcher.FINISHED
+        if self._study is None:
+            optuna = require("optuna", "optuna")
+            sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials)
+            self._study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", sampler=sampler)
         trial = self._study.ask()
         flags = {f"use:{w}": trial.suggest_categorical(f"use:{w}", [False, True]) for w in self.vocabulary}
-        classes = self._classes(flags)
-        self._suggested += 1
-        self._live[trial_id] = {"number": trial.number, "classes": classes, "value": None}
-        return {"classes": classes}
+        class_set = ClassSet(tuple(self._classes(flags)))  # vocabulary words passed the rule
+        self.tried.append(class_set)
+        self._numbers[trial_id] = trial.number
+        self.log.start(trial_id, class_set, source="optuna")
+        return {"classes": list(class_set)}
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._live:
-            self._live[trial_id]["value"] = result.get(self.metric)
+    def on_trial_result(self, trial_id: str, result: Optional[Mapping[str, Any]]) -> None:
+        self.log.result(trial_id, result)
 
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        live = self._live.pop(trial_id, None)
-        if live is None:
-            return
+    def on_trial_complete(self, trial_id: str, result: Optional[Mapping[str, Any]] = None, error: bool = False) -> None:
+        record = self.log.complete(trial_id, result, error=error, metric=self._metric_and_mode()[0])
+        number = self._numbers.pop(trial_id, None)
+        if record is None or number is None:
+            return  # not a trial this searcher is running (a restore, a re-run): ignored
         from optuna.trial import TrialState
 
-        value = (result or {}).get(self.metric, live["value"])
-        finite = isinstance(value, (int, float)) and math.isfinite(value)
-        if error or not finite:
-            self._study.tell(live["number"], state=TrialState.FAIL)
+        if record.scored:
+            self._study.tell(number, record.val_accuracy)
         else:
-            self._study.tell(live["number"], float(value))
-        status = "error" if error else ("ok" if finite else "invalid")
-        self.history.append({"classes": live["classes"], "status": status,
-                             "val_accuracy": float(value) if finite and not error else None})
+            self._study.tell(number, state=TrialState.FAIL)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:

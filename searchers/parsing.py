@@ -26,7 +26,7 @@ from a2o.errors import ClassTextError
 
 __all__ = ["ParsedReply", "parse_reply", "parse_class_reply", "clean_phrase", "split_reply", "clip_reply"]
 
-_LEAD = re.compile(r"^\s*(?:[-+>\u2022\u00b7\u2013\u2014]+|\(?\d{1,3}[.):\]]|\(?[a-z][.)](?=\s)|\[\s*\])+\s*")
+_LEAD = re.compile(r"^\s*(?:[-+>\u2022\u00b7\u2013\u2014]+|\*(?=\s)|\(?\d{1,3}[.):\]]|\(?[a-z][.)](?=\s)|\[\s*\])+\s*")
 _PAREN = re.compile(r"\([^)`$<>]*\)|\[[^\]`$<>]*\]")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 _QUOTES = "\"'\u201c\u201d\u2018\u2019"

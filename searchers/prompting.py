@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, Optional
 
 from a2o.errors import ConfigError
+from a2o.records import TrialRecord
 
 __all__ = [
     "load_template",
@@ -24,6 +25,8 @@ __all__ = [
     "format_history",
     "format_pending",
     "format_instructions",
+    "NO_HISTORY",
+    "USES_INSTRUCTIONS",
 ]
 
 BUILTIN = ("icrl_paper", "icrl_small", "pool_enumerate", "pool_combine")
@@ -61,56 +64,64 @@ def _classwise(classwise: Mapping[str, float]) -> str:
     return ", ".join(f"{label}: {_acc(acc)}" for label, acc in sorted(classwise.items()))
 
 
-def _entry_lines(index: int, entry: Mapping[str, Any], epochs_per_trial: Optional[int]) -> list[str]:
-    classes = ", ".join(entry.get("classes") or []) or "(none)"
-    lines = [f"Iteration {index}: classes = {classes}"]
-    hparams = entry.get("hyperparameters") or {}
-    if hparams:
-        lines.append("  hyperparameters: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(hparams.items())))
-    status = entry.get("status", "ok")
-    if status == "error":
+def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int]) -> list[str]:
+    lines = [f"Iteration {index}: classes = {', '.join(record.class_set) or '(none)'}"]
+    if record.hyperparameters:
+        lines.append("  hyperparameters: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(record.hyperparameters.items())))
+    if record.status == "error":
         lines.append("  ERRORED: the trial failed; there is no accuracy for this set (treat it as untested).")
         return lines
-    if status == "invalid":
+    if record.status == "invalid":
         lines.append("  INVALID: the trial reported a non-finite accuracy; there is no usable reward.")
         return lines
-    lines.append(f"  overall accuracy: {_acc(entry.get('val_accuracy'))}")
-    if status == "early_stopped":
+    lines.append(f"  overall accuracy: {_acc(record.val_accuracy)}")
+    if record.status == "early_stopped":
         of = f" of {epochs_per_trial}" if epochs_per_trial else ""
         lines.append(
-            f"  STOPPED EARLY by the scheduler at epoch {entry.get('epoch')}{of}: it ranked low among "
+            f"  STOPPED EARLY by the scheduler at epoch {record.epochs}{of}: it ranked low among "
             "trials at that epoch, and the accuracy above is from that epoch."
         )
-    classwise = entry.get("classwise_accuracy") or {}
-    if classwise:
-        lines.append(f"  class-wise accuracy: {_classwise(classwise)}")
+    if record.classwise_accuracy:
+        lines.append(f"  class-wise accuracy: {_classwise(record.classwise_accuracy)}")
     return lines
 
 
 def format_history(
-    history: Sequence[Mapping[str, Any]],
+    history: Sequence[TrialRecord],
     *,
-    injected: Sequence[Mapping[str, Any]] = (),
+    injected: Sequence[TrialRecord] = (),
     injected_label: str = "another dataset",
     epochs_per_trial: Optional[int] = None,
 ) -> str:
-    """The iteration history block: one entry per completed trial, oldest first."""
+    """The iteration history block: one entry per finished trial, oldest first.
+
+    ``injected`` records (another dataset's search, the OOD baseline) come first, in their own
+    block. Trial ids are never shown: they are random, and the prompt must be a function of the
+    history alone.
+    """
     blocks: list[str] = []
     if injected:
         blocks.append(
             f"From an earlier search on {injected_label} (different actions; use it as prior "
             "knowledge of which kinds of cues help, not as results for this task):"
         )
-        for i, entry in enumerate(injected, 1):
-            blocks.extend(_entry_lines(i, entry, None))
+        for i, record in enumerate(injected, 1):
+            blocks.extend(_entry_lines(i, record, None))
         blocks.append("")
         blocks.append("This task so far:")
     if not history:
         blocks.append("No iterations yet: propose a first set.")
         return "\n".join(blocks)
-    for i, entry in enumerate(history, 1):
-        blocks.extend(_entry_lines(i, entry, epochs_per_trial))
+    for i, record in enumerate(history, 1):
+        blocks.extend(_entry_lines(i, record, epochs_per_trial))
     return "\n".join(blocks)
+
+
+NO_HISTORY = (
+    "History is not shown in this setting: propose the set you expect to work best from "
+    "the task description alone."
+)
+"""The history block of the static-prompt baseline (``ICRLSearcher(show_history=False)``)."""
 
 
 def format_pending(pending: Iterable[Sequence[str]]) -> str:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import pickle
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 from ray.tune.search import Searcher
 
-from searchers.parsing import parse_class_reply
+from a2o.detect.classes import ClassSet
+from a2o.records import TrialRecord
+from searchers.trials import TrialLog, check_mode, metric_and_mode
+from searchers.words import usable_words
 
 __all__ = ["RandomSubsetSearcher"]
 
@@ -21,16 +23,20 @@ class RandomSubsetSearcher(Searcher):
     untried ones are easy to find.
 
     Args:
-        vocabulary: Candidate classes (sanitised like LLM replies; unsafe entries are dropped).
+        vocabulary: Candidate classes (entries breaking the class-text rule are dropped, with a
+            warning that counts them).
         max_classes: ``C_max``, the largest subset.
         num_trials: Budget; ``suggest`` returns ``Searcher.FINISHED`` after this many.
-        metric: Metric reported by the trainable (kept for results; random search ignores it).
-        mode: ``"max"`` or ``"min"``.
+        metric: Metric reported by the trainable (recorded in ``history``; random search ignores
+            it). None: Tune's, else ``"val_accuracy"``.
+        mode: ``"max"``, ``"min"`` or None (Tune's, else ``"max"``); only :meth:`best` reads it.
         seed: Seeds the searcher's own ``random.Random``; same seed -> same suggestions.
 
     .. warning::
-        Results do not steer random search; it only records them (``searcher.history``) so a
-        restored run reports the same history.
+        Results do not steer random search; it only records them (``searcher.history``, a list of
+        :class:`~a2o.records.TrialRecord`) so a restored run reports the same history. Tune passes
+        ``TuneConfig``'s ``metric``/``mode`` only with a non-empty ``param_space``; otherwise pass
+        them here, or ``"val_accuracy"``/``"max"`` are used (logged once).
 
     Example:
 
@@ -50,9 +56,9 @@ class RandomSubsetSearcher(Searcher):
     """
 
     def __init__(self, vocabulary: Sequence[str], *, max_classes: int = 12, num_trials: int = 8,
-                 metric: str = "val_accuracy", mode: str = "max", seed: int = 0):
-        super().__init__(metric=metric, mode=mode)
-        self.vocabulary = parse_class_reply("\n".join(map(str, vocabulary)), max_classes=10**6)
+                 metric: Optional[str] = None, mode: Optional[str] = None, seed: int = 0):
+        super().__init__(metric=metric, mode=check_mode(mode))
+        self.vocabulary = usable_words(vocabulary)
         if not self.vocabulary:
             raise ValueError("vocabulary has no usable class: set search.vocabulary to a list of short nouns")
         if max_classes < 1 or num_trials < 1:
@@ -61,40 +67,45 @@ class RandomSubsetSearcher(Searcher):
         self.num_trials = int(num_trials)
         self.seed = int(seed)
         self._rng = random.Random(self.seed)
-        self._suggested: list[list[str]] = []
-        self._live: dict[str, dict[str, Any]] = {}
-        self.history: list[dict[str, Any]] = []
+        self.tried: list[ClassSet] = []
+        self.log = TrialLog()
+
+    @property
+    def history(self) -> list[TrialRecord]:
+        """Finished trials, oldest first."""
+        return self.log.records
+
+    def best(self) -> Optional[TrialRecord]:
+        return self.log.best(self._metric_and_mode()[1])
+
+    def _metric_and_mode(self) -> tuple[str, str]:
+        self._metric, self._mode = metric_and_mode(self._metric, self._mode, type(self).__name__)
+        return self._metric, self._mode
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        self._metric, self._mode = metric or self._metric, mode or self._mode
+        self._metric, self._mode = metric or self._metric, check_mode(mode) or self._mode
         return True
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:
-        if len(self._suggested) >= self.num_trials:
+        self._metric_and_mode()
+        if len(self.tried) >= self.num_trials:
             return Searcher.FINISHED
-        tried = {frozenset(s) for s in self._suggested}
+        tried = {c.as_frozenset() for c in self.tried}
         upper = min(self.max_classes, len(self.vocabulary))
         for _ in range(20):
             classes = self._rng.sample(self.vocabulary, self._rng.randint(1, upper))
             if frozenset(classes) not in tried:
                 break
-        self._suggested.append(classes)
-        self._live[trial_id] = {"classes": classes, "value": None}
-        return {"classes": list(classes)}
+        class_set = ClassSet(tuple(classes))  # vocabulary words passed the rule; a sample has no repeats
+        self.tried.append(class_set)
+        self.log.start(trial_id, class_set, source="random")
+        return {"classes": list(class_set)}
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._live:
-            self._live[trial_id]["value"] = result.get(self.metric)
+    def on_trial_result(self, trial_id: str, result: Optional[Mapping[str, Any]]) -> None:
+        self.log.result(trial_id, result)
 
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        live = self._live.pop(trial_id, None)
-        if live is None:
-            return
-        value = (result or {}).get(self.metric, live["value"])
-        finite = isinstance(value, (int, float)) and math.isfinite(value)
-        status = "error" if error else ("ok" if finite else "invalid")
-        self.history.append({"classes": live["classes"], "status": status,
-                             "val_accuracy": float(value) if finite and not error else None})
+    def on_trial_complete(self, trial_id: str, result: Optional[Mapping[str, Any]] = None, error: bool = False) -> None:
+        self.log.complete(trial_id, result, error=error, metric=self._metric_and_mode()[0])
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:

@@ -34,6 +34,7 @@ TABLE = [
     ("electric kettle lid handle", "electric kettle lid handle", "four words is the limit"),
     # benign formatting the parser unwraps
     ("- broom", "broom", "bullet"),
+    ("* mop", "mop", "markdown star bullet"),
     ("1. sponge", "sponge", "numbering"),
     ("2) knife", "knife", "numbering with a parenthesis"),
     ("**kettle**", "kettle", "bold around the whole phrase"),

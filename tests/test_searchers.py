@@ -18,6 +18,7 @@ import time
 import pytest
 from fake_llm_server import FakeLLMServer, Reply, dead_url
 
+from a2o.records import TrialRecord
 from searchers import LLM_SEARCHERS, SEARCHER_CLASSES, create_searcher
 from searchers.icrl import ICRLSearcher
 from searchers.llm_client import LLMClientSpec
@@ -100,7 +101,8 @@ def test_contract_suggest_then_complete(name, server):
     assert not set(config["classes"]) & set(ACTIONS)
     searcher.on_trial_result("t1", result(0.5))
     searcher.on_trial_complete("t1", result(0.5))
-    assert searcher.history[-1]["val_accuracy"] == 0.5 and searcher.history[-1]["status"] == "ok"
+    assert searcher.history[-1].val_accuracy == 0.5 and searcher.history[-1].status == "ok"
+    assert isinstance(searcher.history[-1], TrialRecord) and list(searcher.history[-1].class_set) == config["classes"]
     assert suggest(searcher, "t2")["classes"]
 
 
@@ -109,7 +111,7 @@ def test_contract_errored_trial(name, server):
     searcher = make(name, server.url)
     suggest(searcher, "t1")
     searcher.on_trial_complete("t1", result=None, error=True)
-    assert searcher.history[-1]["status"] == "error" and searcher.history[-1]["val_accuracy"] is None
+    assert searcher.history[-1].status == "error" and searcher.history[-1].val_accuracy is None
     assert suggest(searcher, "t2")["classes"]
 
 
@@ -120,9 +122,8 @@ def test_contract_non_finite_metrics(name, bad, server):
     suggest(searcher, "t1")
     searcher.on_trial_result("t1", result(bad))
     searcher.on_trial_complete("t1", result(bad))
-    assert searcher.history[-1]["status"] == "invalid" and searcher.history[-1]["val_accuracy"] is None
-    if isinstance(searcher, ICRLSearcher):
-        assert searcher.best() is None  # never "best"
+    assert searcher.history[-1].status == "invalid" and searcher.history[-1].val_accuracy is None
+    assert searcher.best() is None  # never "best"
     assert suggest(searcher, "t2")["classes"]
 
 
@@ -188,25 +189,26 @@ def test_create_searcher_unknown_name_lists_valid_ones():
     "reply, expected",
     [
         ("- Ball\n* Tennis Racket\n• net", ["ball", "tennis racket", "net"]),
+        ("- Ball\n+ Tennis Racket\n• net", ["ball", "tennis racket", "net"]),
         ("1. hand\n2) foot\n(3) floor\n10. court", ["hand", "foot", "floor", "court"]),
         ("BALL\nBall\nball.", ["ball"]),
         ("one two three four five\nred tennis ball", ["red tennis ball"]),
         ("../../etc/passwd\nball; rm -rf /\n$(whoami)", ["ball"]),
-        ("x" * 300 + "\n" + "a" * 41 + "\nnet", ["net"]),
-        ("café table\n\u2014 naïve cup\n\U0001F3BE emoji", ["cafe table", "naive cup", "emoji"]),
+        ("x" * 300 + "\n" + "a" * 49 + "\nnet", ["net"]),  # over MAX_RAW_CHARS, over MAX_CLASS_CHARS
+        ("Café Table\n\u2014 naïve cup\n\U0001F3BE emoji", ["café table", "naïve cup"]),  # letters kept, emoji not
         ("serve\nSmash\nvolley\nball", ["ball"]),
-        ("Here are the classes:\n**racket** (the thing held)\n`net`", ["racket", "net"]),
+        ("Here are the classes:\n**racket** (the thing held)\n`net`", ["racket"]),  # code is not unwrapped
         ('```json\n{"classes": ["Ball", "net", "serve"]}\n```', ["ball", "net"]),
         ("ball, net; hand", ["ball", "net", "hand"]),
         ("the ball\na net", ["ball", "net"]),
     ],
 )
 def test_sanitiser(reply, expected):
-    assert parse_class_reply(reply, action_names=ACTIONS, max_classes=10) == expected
+    assert list(parse_class_reply(reply, action_names=ACTIONS, max_classes=10)) == expected
 
 
 def test_sanitiser_truncates_to_c_max():
-    assert parse_class_reply("\n".join(WORDS), max_classes=3) == WORDS[:3]
+    assert list(parse_class_reply("\n".join(WORDS), max_classes=3)) == WORDS[:3]
 
 
 # ------------------------------------------------------------------ ICRL prompt and behaviour
@@ -233,7 +235,7 @@ def test_prompt_shows_history_errors_early_stops_and_actions(server):
     assert "STOPPED EARLY by the scheduler at epoch 1 of 3" in prompt
     assert "Iteration 4" in prompt and "Aim for about 5 classes" in prompt and "more than 5" in prompt
     assert "one object class per line" in prompt
-    assert [e["status"] for e in searcher.history] == ["ok", "error", "early_stopped", "invalid"]
+    assert [r.status for r in searcher.history] == ["ok", "error", "early_stopped", "invalid"]
 
 
 def test_pending_proposals_are_shown(server):
@@ -415,7 +417,7 @@ def test_tuner_end_to_end_with_asha(ray_local, tmp_path):
     assert set(best.config["classes"]) == relevant and best.metrics["val_accuracy"] == pytest.approx(1.0)
     assert "Iteration 1" in prompts[-1]  # Tune fed completed trials back into the prompt
     assert len(searcher.history) == 5
-    statuses = [e["status"] for e in searcher.history]
+    statuses = [r.status for r in searcher.history]
     assert set(statuses) <= {"ok", "early_stopped"} and "early_stopped" in statuses  # ASHA stopped some
 
 
@@ -434,18 +436,177 @@ def test_pickled_searcher_rebuilds_its_client(server, monkeypatch):
 def test_small_prompt_with_structured_output_asks_for_action_object_pairs_first():
     actions = ["stirring", "sweeping", "chopping"]
     small = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="small", response_format="json_schema")
-    schema = small._response_format()["json_schema"]["schema"]
+    request = small.request()
+    schema = request.response_format["json_schema"]["schema"]
     assert schema["required"] == ["uses", "classes"]
     assert schema["properties"]["uses"]["maxItems"] == 3 and schema["properties"]["classes"]["maxItems"] == 4
     prompt = small.build_prompt()
+    assert request.messages == ({"role": "user", "content": prompt},)
     assert '"uses"' in prompt and "never the action itself" in prompt
     # The example is from another domain: no household object is named (or forbidden) in it.
     for word in ("knife", "sponge", "spoon", "broom"):
         assert word not in prompt
     reply = ('{"uses": [{"action": "stirring", "object": "spoon"}, {"action": "sweeping", "object": "broom"}], '
              '"classes": ["spoon", "broom", "stirring"]}')
-    assert small._parse(reply, small._prepare_job()) == ["spoon", "broom"]  # action names dropped
+    assert list(request.parse(reply).class_set) == ["spoon", "broom"]  # action names dropped
     paper = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="paper", response_format="json_schema")
-    assert paper._response_format()["json_schema"]["schema"]["required"] == ["classes"]
+    assert paper.request().response_format["json_schema"]["schema"]["required"] == ["classes"]
     text_small = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="small", response_format="text")
-    assert text_small._response_format() is None and '"uses"' not in text_small.build_prompt()
+    assert text_small.request().response_format is None and '"uses"' not in text_small.build_prompt()
+
+
+# ------------------------------------------------------------------ composition: the parts
+
+
+def test_baselines_are_icrl_with_options_and_pool_owns_a_proposer(server):
+    from searchers.pool import PromptPoolSearcher
+    from searchers.proposer import Proposer
+
+    built = {name: make(name, server.url) for name in LLM_SEARCHERS}
+    for name in ("icrl", "static", "ood", "hybrid"):
+        assert type(built[name]) is ICRLSearcher, name
+    assert type(built["pool"]) is PromptPoolSearcher and not isinstance(built["pool"], ICRLSearcher)
+    assert all(isinstance(s.proposer, Proposer) for s in built.values())
+    assert built["static"].show_history is False and built["icrl"].show_history is True
+    assert [list(r.class_set) for r in built["ood"].injected_history] == [["ball", "hoop"]]
+    assert built["hybrid"].hyperparameters is not None and built["icrl"].hyperparameters is None
+
+
+def test_stats_keep_their_shape(server):
+    searcher = make("icrl", server.url)
+    run_trials(searcher, ["a"], [0.5])
+    assert list(searcher.stats) == ["suggestions", "llm_calls", "reasks", "fallbacks", "llm_errors", "cache_hits",
+                                    "prompt_tokens", "completion_tokens", "llm_time_s", "per_suggestion"]
+    assert list(searcher.stats["per_suggestion"][0]) == ["index", "source", "llm_calls", "reasks", "prompt_tokens",
+                                                         "completion_tokens", "latency_s"]
+    assert searcher.stats["suggestions"] == 1 and searcher.stats["llm_calls"] == 1
+
+
+def test_reask_echoes_the_clipped_reply_and_the_rejection_reasons(server):
+    long_reply = "`id`\nfork and knife\n" + "word " * 200
+    server.script = [long_reply, "ball"]
+    searcher = make("icrl", server.url)
+    assert suggest(searcher, "a")["classes"] == ["ball"]
+    messages = server.chat_requests[-1].body["messages"]
+    assert len(messages) == 3 and messages[1]["role"] == "assistant"
+    assert messages[1]["content"].startswith("`id`\nfork and knife") and len(messages[1]["content"]) < 400
+    assert "more characters cut" in messages[1]["content"]
+    feedback = messages[2]["content"]
+    assert "no usable object class" in feedback and "rejected: '`id`'" in feedback and "'fork and knife'" in feedback
+    assert len(feedback) < 800
+
+
+def test_proposer_pickles_without_client_thread_or_request(server, monkeypatch):
+    from searchers.proposer import Proposer
+
+    monkeypatch.setenv("A2O_TEST_KEY", SECRET)
+    proposer = Proposer(spec(server.url), max_reasks=0)
+    assert proposer.client() is proposer.client()  # built once
+    searcher = make("icrl", llm=proposer.client())  # a client object: its spec is kept to rebuild it
+    assert searcher.suggest("a") is None and searcher.proposer.busy
+    clone = pickle.loads(pickle.dumps(searcher))
+    assert not clone.proposer.busy and SECRET.encode() not in pickle.dumps(searcher)
+    assert suggest(clone, "a") == suggest(searcher, "a")  # the clone asks again, the same request
+    unpicklable = Proposer(lambda: None)
+    assert pickle.loads(pickle.dumps(unpicklable))._factory is None  # a lambda is dropped, not fatal
+    with pytest.raises(TypeError, match="LLMClientSpec"):
+        Proposer(42)
+
+
+def test_initial_classes_are_checked_by_the_class_text_rule(server):
+    from a2o.errors import ClassTextError
+
+    with pytest.raises(ClassTextError, match="initial_classes"):
+        make("icrl", server.url, initial_classes=["ball", "fork and knife"])
+    with pytest.raises(ClassTextError, match="initial_classes.*action"):
+        make("pool", server.url, initial_classes=["serve"])
+    assert suggest(make("icrl", server.url, initial_classes=["Tennis  Ball"]), "a")["classes"] == ["tennis ball"]
+
+
+def test_ood_history_reads_results_json_rows_as_records(tmp_path):
+    import json
+
+    from a2o.errors import DataError
+    from searchers.ood import load_history
+
+    record = TrialRecord.from_result(parse_class_reply("cup", max_classes=5), {"val_accuracy": 0.3, "epoch": 2},
+                                     source="llm", trial_id="x1")
+    rows = [
+        {"classes": ["Ball", "hoop"], "val_accuracy": 0.61, "classwise_accuracy": {"dunk": 0.5}, "status": "ok"},
+        {"classes": ["net"], "val_accuracy": None, "status": "error"},
+        {"config": {"classes": ["shoe"], "proposal_source": "llm"}, "metrics": {"val_accuracy": 0.2}},
+        record.to_dict(),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"trials": rows}))
+    history = load_history(str(path))
+    assert all(isinstance(r, TrialRecord) for r in history)
+    assert [list(r.class_set) for r in history] == [["ball", "hoop"], ["net"], ["shoe"], ["cup"]]
+    assert [r.status for r in history] == ["ok", "error", "ok", "ok"]
+    assert history[0].classwise_accuracy == {"dunk": 0.5} and history[2].source == "llm" and history[3] == record
+    path.write_text(json.dumps([{"classes": ["ball; rm -rf /"], "val_accuracy": 0.1}]))
+    with pytest.raises(DataError, match="row 0"):
+        load_history(str(path))
+    path.write_text(json.dumps({"runs": []}))
+    with pytest.raises(DataError, match="no list of trials"):
+        load_history(str(path))
+
+
+# ------------------------------------------------------------------ Ray conventions: metric, mode, strays
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_metric_and_mode_default_to_none_then_val_accuracy_max_once_logged(name, server, caplog):
+    searcher = make(name, server.url)
+    assert searcher.metric is None and searcher.mode is None  # ConcurrencyLimiter copies these
+    with caplog.at_level(logging.INFO, logger="searchers"):
+        run_trials(searcher, ["a", "b"], [0.2, 0.4])
+    assert (searcher.metric, searcher.mode) == ("val_accuracy", "max")
+    assert caplog.text.count("using metric='val_accuracy', mode='max'") == 1
+    assert searcher.best().val_accuracy == 0.4
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_set_search_properties_sets_metric_and_mode(name, server):
+    searcher = make(name, server.url)
+    assert searcher.set_search_properties("loss", "min", {}) is True
+    run_trials(searcher, ["a", "b"], [0.2, 0.4])  # loss = 1 - acc: 0.8, 0.6
+    assert (searcher.metric, searcher.mode) == ("loss", "min")
+    assert [r.val_accuracy for r in searcher.history] == pytest.approx([0.8, 0.6])
+    assert searcher.best().val_accuracy == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="mode"):
+        searcher.set_search_properties(None, "minimise", {})
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_missing_results_and_unknown_trials_are_ignored(name, server):
+    searcher = make(name, server.url)
+    config = suggest(searcher, "a")
+    searcher.on_trial_result("a", None)
+    searcher.on_trial_result("never-suggested", result(0.9))
+    searcher.on_trial_complete("never-suggested", result(0.9))
+    searcher.on_trial_complete("a", None)
+    searcher.on_trial_complete("a", result(0.7))  # a second completion of a finished trial
+    assert len(searcher.history) == 1 and searcher.history[0].status == "invalid"
+    assert list(searcher.history[0].class_set) == config["classes"] and searcher.best() is None
+
+
+def test_optuna_study_direction_follows_the_effective_mode(tmp_path, caplog):
+    pytest.importorskip("optuna")
+    from optuna.study import StudyDirection
+
+    searcher = make("optuna")
+    assert searcher.study is None  # created at the first suggestion, in the mode in force then
+    searcher.set_search_properties("val_accuracy", "min", {})
+    run_trials(searcher, ["a", "b"], [0.3, 0.1])
+    assert searcher.study.direction == StudyDirection.MINIMIZE and searcher.study.best_value == 0.1
+    with caplog.at_level(logging.WARNING, logger="searchers"):
+        searcher.set_search_properties("val_accuracy", "max", {})
+    assert searcher.mode == "min" and "already runs in mode 'min'" in caplog.text
+    path = str(tmp_path / "optuna.pkl")
+    searcher.save(path)
+    fresh = make("optuna")
+    fresh.restore(path)
+    assert fresh.mode == "min" and fresh.study.direction == StudyDirection.MINIMIZE
+    assert suggest(fresh, "c") == suggest(searcher, "c")
+    assert make("optuna", mode="max").set_search_properties(None, None, {}) is True

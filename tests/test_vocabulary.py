@@ -9,10 +9,13 @@ import pytest
 from fake_llm_server import dead_url
 
 from a2o.config import LLMConfig, SearchConfig, field_docs
-from searchers import searcher_from_config
-from searchers.icrl import DEFAULT_VOCABULARY
-from searchers.parsing import parse_class_reply, sanitize_class_text
+from a2o.detect.classes import validate_class_text
+from a2o.errors import ClassTextError
+from searchers import create_searcher, searcher_from_config
+from searchers.fallback import DEFAULT_VOCABULARY
+from searchers.parsing import parse_class_reply
 from searchers.vocabulary import GENERIC_NOUNS_PATH, generic_vocabulary
+from searchers.words import usable_words
 
 ACTIONS = ["stir", "sweep", "pour"]
 # The names, synonyms and group words of the A2O-Synth household world: a baseline searching the
@@ -54,10 +57,18 @@ def test_generic_list_is_large_unique_and_every_entry_is_a_valid_class_text():
     words = generic_vocabulary()
     assert len(words) >= 300
     assert len(set(words)) == len(words), sorted({w for w in words if words.count(w) > 1})
-    invalid = [w for w in words if sanitize_class_text(w) != w]
-    assert not invalid, f"entries the class-name rules change or drop: {invalid}"
-    # The searchers read a vocabulary through the reply parser: nothing may be lost there.
-    assert parse_class_reply("\n".join(words), max_classes=10**6) == words
+    invalid = [w for w in words if _rule(w) != w]
+    assert not invalid, f"entries the class-text rule changes or rejects: {invalid}"
+    assert usable_words(words) == words  # what the searchers keep of a vocabulary: all of it
+    # A list pasted into a reply loses nothing either.
+    assert list(parse_class_reply("\n".join(words), max_classes=10**6)) == words
+
+
+def _rule(word: str):
+    try:
+        return validate_class_text(word)
+    except ClassTextError:
+        return None
 
 
 @pytest.mark.parametrize("word", HOUSEHOLD_WORLD)
@@ -123,3 +134,23 @@ def test_icrl_fallback_draws_from_the_generic_list():
     assert searcher.stats["fallbacks"] == 3
     assert used <= set(generic)
     assert used - set(DEMO_WORLD) - set(DEFAULT_VOCABULARY), "fallback used only oracle or built-in words"
+
+
+# ------------------------------------------------------------------ a user's vocabulary
+
+
+def test_vocabulary_entries_breaking_the_rule_are_dropped_and_counted(caplog):
+    words = ["Ball", "ball", "net/../x", "fork and knife", "the cup", "serve", "tennis  racket", "`id`"]
+    with caplog.at_level(logging.WARNING, logger="searchers"):
+        kept = usable_words(words, action_names=["serve"], where="search.vocabulary")
+    assert kept == ["ball", "tennis racket"]  # normalised, repeats skipped
+    assert "search.vocabulary: dropped 5 entries" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["random", "optuna"])
+def test_vocabulary_searchers_keep_only_valid_words(name, caplog):
+    with caplog.at_level(logging.WARNING, logger="searchers"):
+        searcher = create_searcher(name, vocabulary=["ball", "a/b", "net", "net"], max_classes=2, num_trials=2)
+    assert searcher.vocabulary == ["ball", "net"] and "dropped 1 entry" in caplog.text
+    with pytest.raises(ValueError, match="no usable class"):
+        create_searcher(name, vocabulary=["$x", "and"], max_classes=2, num_trials=2)
