@@ -335,7 +335,7 @@ def test_recognizer_tensors_over_read_only_arrays_do_not_warn():
     """Ray deserializes a replica's numpy arguments as read-only views; torch must not warn."""
     import torch
 
-    from a2o.serve.deployments import ClipInputs, _tensor, predict_batch
+    from a2o.serve.deployments import ClipInputs, as_tensor, predict_batch
 
     class Mean(torch.nn.Module):
         def __init__(self) -> None:
@@ -356,6 +356,6 @@ def test_recognizer_tensors_over_read_only_arrays_do_not_warn():
     assert not frames.flags.writeable  # the caller's array is left alone
     # torch warns once per process, so check the cause too: a read-only array is copied, a
     # writable one (an offline caller's) is shared.
-    assert not np.shares_memory(_tensor(frames).numpy(), frames)
+    assert not np.shares_memory(as_tensor(frames).numpy(), frames)
     writable = frames.copy()
-    assert np.shares_memory(_tensor(writable).numpy(), writable)
+    assert np.shares_memory(as_tensor(writable).numpy(), writable)

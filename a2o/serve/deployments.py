@@ -101,7 +101,7 @@ def prepare_upload(video: bytes, detector: Any, class_texts: Sequence[str], geom
     return ClipInputs(frames=clip_frames.numpy(), maps=clip_maps.numpy(), sha256=sha256)
 
 
-def _tensor(array: np.ndarray) -> Any:
+def as_tensor(array: np.ndarray) -> Any:
     """A tensor over ``array``, copied only when it is read-only.
 
     Ray hands a replica the numpy arrays of a :class:`ClipInputs` argument as zero-copy, read-only
@@ -128,7 +128,7 @@ def predict_batch(model: Any, clips: Sequence[ClipInputs], runtime: Runtime | No
     from a2o.train.metrics import ensemble_probabilities
 
     if len(clips) == 1:
-        return [predict_clip(model, _tensor(clips[0].frames), _tensor(clips[0].maps), runtime)]
+        return [predict_clip(model, as_tensor(clips[0].frames), as_tensor(clips[0].maps), runtime)]
     per_upload = clips[0].frames.shape[0]  # N = S×V clips per upload
     frames = torch.from_numpy(np.concatenate([c.frames for c in clips]))  # (B*N, T, R, R, 3)
     maps = torch.from_numpy(np.concatenate([c.maps for c in clips]))  # (B*N, T, C, R, R)
