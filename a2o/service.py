@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from a2o.config import ExperimentConfig, absolute_if_local, config_to_dict
 from a2o.detect.classes import ClassSet
-from a2o.errors import SearchInterrupted, TrainingError
+from a2o.errors import ClassTextError, SearchInterrupted, TrainingError
 from a2o.records import TrialRecord, TrialRow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -224,11 +224,15 @@ def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
         config = dict(result.config or {})
         metrics = dict(result.metrics or {})
         history = result.metrics_dataframe
+        error = str(result.error).splitlines()[0][:300] if result.error else None
+        try:  # Tune hands back the JSON form of what the searcher (maybe a third party's) suggested
+            class_set = ClassSet.parse(config.get("classes") or [], where="trial config classes")
+        except ClassTextError as exc:  # run_trial refused it too: an errored trial, not a lost search
+            class_set, error = ClassSet(), error or str(exc)[:300]
         record = TrialRecord.from_result(
-            # The searcher built the set with ClassSet.parse; Tune hands back its JSON form.
-            ClassSet.parse(config.get("classes") or [], where="trial config classes"),
+            class_set,
             metrics,
-            error=bool(result.error),
+            error=error is not None,
             source=str(config.get("proposal_source") or ""),
             hyperparameters={k: config[k] for k in ("lr", "weight_decay") if config.get(k) is not None},
             trial_id=str(metrics.get("trial_id") or getattr(result, "path", "").rsplit("/", 1)[-1]),
@@ -245,7 +249,7 @@ def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
                 ),
                 maps_computed=int(metrics.get("maps_computed") or 0),
                 maps_reused=int(metrics.get("maps_reused") or 0),
-                error=str(result.error).splitlines()[0][:300] if result.error else None,
+                error=error,
             )
         )
     return rows

@@ -236,6 +236,10 @@ def test_trial_rows_are_records_plus_service_columns_and_the_best_is_scored():
     data = best.to_dict()
     assert data["record_version"] == RECORD_VERSION and data["iteration"] == 2 and data["maps_reused"] == 3
     assert TrialRow.from_dict(data) == best and TrialRecord.from_dict(data) == best.record
+    hostile = trial_rows([_FakeResult({"classes": ["ball", "$(id)"]}, {}, error=None)], epochs_per_trial=2)[0]
+    # a third-party searcher's bad text: the trial is an error row, the other rows are kept
+    assert hostile.record.status == "error" and hostile.record.class_set.texts == ()
+    assert "safe characters" in hostile.error
     table = summary_table(rows).splitlines()
     assert len(table) == 5 and "ERROR" in table[3] and "n/a" in table[4] and "ball, hand" in table[1]
     assert best_row(rows[2:]) is None
