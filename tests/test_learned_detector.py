@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -315,6 +316,26 @@ def test_ensure_is_a_no_op_for_other_detectors_and_needs_a_synthetic_world(world
     csv = dataclasses.replace(world.cfg, data=dataclasses.replace(world.cfg.data, dataset="csv"))
     with pytest.raises(ConfigError, match="detect.detector"):
         ensure_learned_detector(csv)
+
+
+def test_a_waiter_that_judged_a_lock_dead_late_does_not_break_the_new_holders_lock(tmp_path):
+    """The race CI caught: A and B both see a dead holder; A breaks it and takes the lock; B must
+    re-judge under the break lock and leave A's lock alone."""
+    from a2o.detect import learned_train
+
+    lock = str(tmp_path / "model.lock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(lock, "w") as fh:
+        json.dump({"pid": dead.pid, "host": os.uname().nodename, "time": 0}, fh)
+    assert learned_train._lock_abandoned(lock)  # both A and B judge it so
+    assert learned_train._break_abandoned_lock(lock)  # A breaks it ...
+    with open(lock, "w") as fh:  # ... and takes it
+        json.dump({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time()}, fh)
+    assert not learned_train._break_abandoned_lock(lock)  # B, late, re-judges and backs off
+    with open(lock, encoding="utf-8") as fh:
+        assert json.load(fh)["pid"] == os.getpid()
+    assert not os.path.exists(lock + ".break")
 
 
 def test_two_processes_never_train_one_folder_at_once(world, monkeypatch):

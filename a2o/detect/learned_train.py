@@ -356,6 +356,46 @@ def _lock_abandoned(lock_path: str) -> bool:
     return age > _LOCK_STALE_S
 
 
+def _break_abandoned_lock(lock_path: str) -> bool:
+    """Remove an abandoned lock; True when this caller removed it.
+
+    Two waiters can both judge the same dead lock abandoned. Without care the slower one would
+    remove the lock the faster one has just taken, and both would train. So breaking is itself
+    exclusive (``<lock>.break``, ``O_EXCL``) and the lock is judged again under it. A ``.break``
+    file older than a minute was left by a process that died mid-break and is removed.
+    """
+    breaker = lock_path + ".break"
+    try:
+        fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - os.path.getmtime(breaker) > 60.0:
+                os.remove(breaker)
+        return False
+    os.close(fd)
+    try:
+        if not _lock_abandoned(lock_path):  # someone broke it and took it meanwhile
+            return False
+        log.warning("learned detector: breaking the abandoned training lock %s", lock_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock_path)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(breaker)
+
+
+def _refresh_lock(lock_path: str) -> None:
+    """Touch the lock once per epoch so that waiters do not judge it abandoned."""
+    try:
+        os.utime(lock_path)
+    except FileNotFoundError:
+        log.warning(
+            "learned detector: the training lock %s was removed while training; another process "
+            "may start training the same folder", lock_path,
+        )
+
+
 @contextlib.contextmanager
 def _training_lock(model_dir: str, *, poll_s: float = 1.0, wait_s: float = 6 * 3600.0) -> Iterator[str]:
     """Hold ``<model_dir>.lock`` (``O_CREAT | O_EXCL``, holder pid inside) while training."""
@@ -367,10 +407,7 @@ def _training_lock(model_dir: str, *, poll_s: float = 1.0, wait_s: float = 6 * 3
         try:
             fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            if _lock_abandoned(lock_path):
-                log.warning("learned detector: breaking the abandoned training lock %s", lock_path)
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(lock_path)
+            if _lock_abandoned(lock_path) and _break_abandoned_lock(lock_path):
                 continue
             if time.monotonic() > deadline:
                 raise DetectorModelError(
@@ -456,6 +493,6 @@ def ensure_learned_detector(cfg: ExperimentConfig, *, device: torch.device | str
         log.info("training the learned detector into %s", model_dir)
         train_learned_detector(
             store, info, model_dir, settings, device=device,
-            on_epoch=lambda _epoch: os.utime(lock_path),  # keep the lock fresh
+            on_epoch=lambda _epoch: _refresh_lock(lock_path),
         )
     return model_dir
