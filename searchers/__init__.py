@@ -68,6 +68,7 @@ def searcher_from_config(
     llm_base_url: Optional[str] = None,
     replay_cache_path: Optional[str] = None,
     epochs_per_trial: Optional[int] = None,
+    options: Optional[dict[str, Any]] = None,
 ):
     """Searcher from ``SearchConfig`` and ``LLMConfig`` sections (for entry points).
 
@@ -78,6 +79,8 @@ def searcher_from_config(
         llm_base_url: The endpoint when ``llm.base_url`` is ``'local'`` (the embedded server's URL).
         replay_cache_path: Replay-cache file in the run's storage (used when ``llm.replay_cache``).
         epochs_per_trial: ``train.epochs``, so early-stopped trials are marked in the prompt.
+        options: Further keyword arguments of the searcher's class that the config does not
+            carry (``space`` of Optuna, ``lr_range`` of hybrid); benchmarks set them.
 
     An empty ``search.vocabulary`` means the shipped generic noun list
     (:func:`searchers.vocabulary.generic_vocabulary`), for the vocabulary searchers and for the
@@ -85,6 +88,7 @@ def searcher_from_config(
     """
     common = {"max_classes": search.max_classes, "num_trials": search.num_trials, "seed": search.seed}
     vocabulary = _resolve_vocabulary(search.vocabulary)
+    common.update(options or {})
     if search.searcher in ("random", "optuna"):
         return create_searcher(search.searcher, vocabulary=vocabulary, **common)
     from searchers.llm_client import LLMClientSpec

@@ -1,4 +1,14 @@
-"""Optuna TPE over one on/off flag per vocabulary word (a users' baseline)."""
+"""Optuna TPE over a vocabulary (a users' baseline), in one of two search spaces.
+
+``space="flags"``: one on/off flag per word (the literal encoding of "any subset"). With a few
+hundred words most flags are on in every sample, and the set is the first ``max_classes`` of them
+in a fixed order, so TPE learns little in a few dozen trials.
+
+``space="slots"``: what a practitioner writes for "choose up to C_max of these words":
+``C_max`` categorical slots, each one word of the vocabulary or ``(none)``. TPE models each
+slot's distribution over words, so a word that scored well is drawn again; duplicates collapse;
+an all-``(none)`` sample becomes the first slot's most likely word (the seeded order's first).
+"""
 
 from __future__ import annotations
 
@@ -16,15 +26,20 @@ from a2o.records import TrialRecord
 from searchers.trials import TrialLog, check_mode, metric_and_mode
 from searchers.words import usable_words
 
-__all__ = ["OptunaTPESearcher"]
+__all__ = ["OptunaTPESearcher", "SPACES", "NONE_WORD"]
+
+SPACES = ("flags", "slots")
+NONE_WORD = "(none)"  # the empty choice of a slot (it breaks the class-text rule, so never a class)
 
 logger = logging.getLogger(__name__)
 
 
 class OptunaTPESearcher(Searcher):
-    """Optuna's TPE sampler over binary flags ``use:<word>``, mapped to ``{"classes": [...]}``.
+    """Optuna's TPE sampler over the vocabulary, mapped to ``{"classes": [...]}``.
 
-    Optuna is driven directly through ``study.ask()`` / ``study.tell()``. A flag vector maps to a
+    ``space="flags"``: binary flags ``use:<word>``; ``space="slots"``: ``max_classes`` categorical
+    slots ``slot<i>`` over the vocabulary and ``(none)`` (see the module docstring for why the
+    second is the practitioner's choice). Optuna is driven directly through ``study.ask()`` / ``study.tell()``. A flag vector maps to a
     class set deterministically: the selected words, cut to ``max_classes`` in a seeded order;
     an empty selection becomes that order's first word. Errored trials and non-finite metrics are
     told to Optuna as failed trials. Early-stopped trials are told their last reported value.
@@ -42,6 +57,7 @@ class OptunaTPESearcher(Searcher):
         mode: ``"max"``, ``"min"`` or None (Tune's, else ``"max"``): the study's direction.
         seed: Seeds TPE and the truncation order; same seed + same results -> same suggestions.
         n_startup_trials: Random trials before TPE starts modelling.
+        space: ``"flags"`` or ``"slots"``.
 
     .. warning::
         Needs the optional dependency: ``pip install 'a2o[optuna]'``. With many words and few
@@ -72,8 +88,11 @@ class OptunaTPESearcher(Searcher):
 
     def __init__(self, vocabulary: Sequence[str], *, max_classes: int = 12, num_trials: int = 8,
                  metric: Optional[str] = None, mode: Optional[str] = None, seed: int = 0,
-                 n_startup_trials: int = 5):
+                 n_startup_trials: int = 5, space: str = "flags"):
         super().__init__(metric=metric, mode=check_mode(mode))
+        if space not in SPACES:
+            raise ValueError(f"OptunaTPESearcher space {space!r}: use one of {SPACES}")
+        self.space = space
         require("optuna", "optuna")
         self.vocabulary = usable_words(vocabulary)
         if not self.vocabulary:
@@ -130,8 +149,14 @@ class OptunaTPESearcher(Searcher):
             sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials)
             self._study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", sampler=sampler)
         trial = self._study.ask()
-        flags = {f"use:{w}": trial.suggest_categorical(f"use:{w}", [False, True]) for w in self.vocabulary}
-        class_set = ClassSet(tuple(self._classes(flags)))  # vocabulary words passed the rule
+        if self.space == "slots":
+            choices = [NONE_WORD, *self._order]
+            picked = [trial.suggest_categorical(f"slot{i}", choices) for i in range(1, self.max_classes + 1)]
+            words = list(dict.fromkeys(w for w in picked if w != NONE_WORD)) or self._order[:1]
+        else:
+            flags = {f"use:{w}": trial.suggest_categorical(f"use:{w}", [False, True]) for w in self.vocabulary}
+            words = self._classes(flags)
+        class_set = ClassSet(tuple(words))  # vocabulary words passed the rule
         self.tried.append(class_set)
         self._numbers[trial_id] = trial.number
         self.log.start(trial_id, class_set, source="optuna")

@@ -64,6 +64,30 @@ def _classwise(classwise: Mapping[str, float]) -> str:
     return ", ".join(f"{label}: {_acc(acc)}" for label, acc in sorted(classwise.items()))
 
 
+def confused_pairs(record: TrialRecord, top: int = 3) -> list[tuple[str, str, float]]:
+    """The ``top`` most confused action pairs of a record: ``(true, predicted, share of true's clips)``.
+
+    Off-diagonal cells of the validation confusion matrix, each as a share of its row (the true
+    action's clips), largest first; ties go to the earlier label pair. Empty when the record has
+    no matrix or no labels for it (older records), or when nothing was confused.
+    """
+    matrix, labels = record.confusion, record.confusion_labels
+    if not matrix or len(labels) != len(matrix):
+        return []
+    cells = []
+    for i, row in enumerate(matrix):
+        total = sum(row)
+        for j, count in enumerate(row):
+            if i != j and count > 0 and total > 0:
+                cells.append((-count / total, i, j))
+    cells.sort()
+    return [(labels[i], labels[j], -share) for share, i, j in cells[:top]]
+
+
+def _confusions(pairs: Sequence[tuple[str, str, float]]) -> str:
+    return ", ".join(f"{true} mistaken for {predicted} {share:.0%}" for true, predicted, share in pairs)
+
+
 def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int]) -> list[str]:
     lines = [f"Iteration {index}: classes = {', '.join(record.class_set) or '(none)'}"]
     if record.hyperparameters:
@@ -83,6 +107,9 @@ def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int
         )
     if record.classwise_accuracy:
         lines.append(f"  class-wise accuracy: {_classwise(record.classwise_accuracy)}")
+    pairs = confused_pairs(record)
+    if pairs:
+        lines.append(f"  most confused: {_confusions(pairs)}")
     return lines
 
 

@@ -209,6 +209,10 @@ def test_parent_folder_of_runs_and_missing_maps(tiny_run, tmp_path):
     assert report.runs == 3
     assert "random_s0" in page and "random_s1" in page and "icrl_s0" in page
     assert "0.625 ± 0.177 (n=2)" in page  # mean ± std of random's two seeds
+    # random (2 seeds): mean with a 95% CI band; icrl (1 run): dots and best-so-far line.
+    caption = re.search(r'<figure class="accuracy">.*?<figcaption>(.*?)</figcaption>', page, re.S).group(1)
+    assert "95% confidence interval of that mean" in caption and "for a searcher with one run" in caption
+    assert "min–max" not in caption
     assert any("'lamp'" in note for note in report.notes)  # overlay skipped, and said why
     assert "map cache has no entry for &#x27;lamp&#x27;" in page
     assert all(os.path.getsize(p) > 0 for p in report.pngs)

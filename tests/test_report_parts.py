@@ -189,3 +189,141 @@ def test_new_rows_round_trip_through_the_report_reader(tmp_path):
     run = _run(tmp_path, {"trials": [row.to_dict()], "best_trial": row.to_dict()})
     assert run.trials == (row,) and run.best_trial == row and run.notes == ()
     assert run.best_val() == 0.5  # an early-stopped trial is scored
+
+
+def test_mean_band_is_the_t_interval_of_the_mean_over_the_runs_that_reached_each_trial():
+    from a2o.report.runs import mean_band
+
+    curves = [[0.1, 0.6, 0.7], [0.2, 0.8], [0.3, None], [0.4], [0.5], [None]]
+    band = mean_band(curves)
+    assert band.count == (5, 2, 1) and band.confidence == 0.95
+    assert band.mean == pytest.approx((0.3, 0.7, 0.7))
+    # Half-width / (sd / sqrt(n)) is Student's t_{0.975, n-1}: 2.776 for n = 5, 12.706 for n = 2.
+    for index, sd, n, t in ((0, np.std([0.1, 0.2, 0.3, 0.4, 0.5], ddof=1), 5, 2.776), (1, np.std([0.6, 0.8], ddof=1), 2, 12.706)):
+        half = band.high[index] - band.mean[index]
+        assert band.mean[index] - band.low[index] == pytest.approx(half)
+        assert half / (sd / np.sqrt(n)) == pytest.approx(t, abs=5e-4)
+    assert np.isnan(band.low[2]) and np.isnan(band.high[2])  # one run: no interval
+    # Equal values: the interval collapses; indices no run has a value at are cut from the end.
+    flat = mean_band([[0.5, 0.5, None], [0.5, 0.5]])
+    assert flat.count == (2, 2) and flat.low == flat.mean == flat.high == (0.5, 0.5)
+    assert mean_band([]).count == () and mean_band([[None, None]]).mean == ()
+
+
+def _band_at(collection, x):
+    ys = [y for vx, y in collection.get_paths()[0].vertices if vx == pytest.approx(x)]
+    return min(ys), max(ys)
+
+
+def test_accuracy_figure_draws_each_group_mean_with_its_confidence_band_to_its_own_length():
+    from a2o.report import plots
+    from a2o.report.runs import best_so_far, mean_band
+
+    rng = np.random.default_rng(0)
+    short = [list(rng.uniform(0.4, 0.6, 8)) for _ in range(3)]  # 3 seeds x 8 trials
+    long = [list(rng.uniform(0.45, 0.65, 20)), list(rng.uniform(0.45, 0.65, 12)) + [None]]  # 20 and 13 trials
+    single = [0.3, None, 0.5, 0.4, 0.45]
+    figure = plots.accuracy_figure({"short": short, "long": long, "single": [single]}, title="t")
+    axes = figure.axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert {"short (mean of n=3, 95% CI)", "long (mean of n=2, 95% CI)", "single (best so far)"} <= set(lines)
+
+    expected = mean_band([best_so_far(run) for run in short])
+    line = lines["short (mean of n=3, 95% CI)"]
+    assert list(line.get_xdata()) == list(range(1, 9))
+    assert list(line.get_ydata()) == pytest.approx(expected.mean)
+    assert list(lines["long (mean of n=2, 95% CI)"].get_xdata()) == list(range(1, 21))
+    assert list(lines["single (best so far)"].get_xdata()) == list(range(1, 6))
+    assert list(lines["single (best so far)"].get_ydata()) == pytest.approx([0.3, 0.3, 0.5, 0.5, 0.5])
+
+    short_band, long_band = axes.collections  # one band per group of several runs, none for the single run
+    # The band is the t-interval, wider than the seeds' min-max (n = 3: t = 4.303 times sd / sqrt 3).
+    low, high = _band_at(short_band, 1)
+    assert (low, high) == pytest.approx((expected.low[0], expected.high[0]))
+    firsts = [run[0] for run in short]
+    assert low < min(firsts) and high > max(firsts)
+    assert max(x for x, _ in short_band.get_paths()[0].vertices) == pytest.approx(8)
+    # Past trial 13 only one run of "long" is left: the mean goes on, the band stops.
+    assert max(x for x, y in long_band.get_paths()[0].vertices if np.isfinite(y)) <= 13
+    # The y axis holds the bands (clipped to 0-1) as well as the means.
+    axis_low, axis_high = axes.get_ylim()
+    assert axis_low <= max(0.0, min(expected.low)) and axis_high >= min(1.0, max(expected.high))
+
+
+def test_comparison_cells_are_formatted():
+    from a2o.report.comparison import format_cell
+
+    assert [format_cell(v) for v in (None, 7, 0.81234, 0.0, 1.234e-5, float("nan"), float("inf"), "x")] == [
+        "–", "7", "0.812", "0.000", "1.23e-05", "–", "inf", "x"]
+
+
+def _comparison(**changes):
+    data = {"title": "Searchers <b>compared</b>", "note": "paired over seeds & splits",
+            "tables": [{"title": "Test accuracy", "headers": ["searcher", "mean", "p", "n"],
+                        "rows": [["icrl", 0.81234, 1.234e-5, 3], ["<script>alert(1)</script>", None, 0.5, 2]],
+                        "note": "t-test <vs> random"}],
+            "figures": []}
+    data.update(changes)
+    return data
+
+
+def test_comparison_tables_are_shown_first_and_escaped(tmp_path):
+    from a2o.report import build_report
+
+    rows = [_old_row(1, ["hand"], 0.5), _old_row(2, ["cup"], 0.6)]
+    (tmp_path / "run_a").mkdir()
+    _run(tmp_path / "run_a", {"searcher": "icrl", "trials": rows, "best_trial": rows[1], "final": None})
+    (tmp_path / "comparison.json").write_text(json.dumps(_comparison()))
+    report = build_report(str(tmp_path), overlays="none")
+    page = open(report.html_path).read()
+    section = page[page.index('<section id="comparison">'):page.index("</section>")]
+    assert "<h2>Searchers &lt;b&gt;compared&lt;/b&gt;</h2>" in section and "paired over seeds &amp; splits" in section
+    assert "<th>searcher</th><th>mean</th><th>p</th><th>n</th>" in section
+    assert ("<tr><td>icrl</td><td class=num>0.812</td><td class=num>1.23e-05</td><td class=num>3</td></tr>"
+            in section)
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td>–</td>" in section
+    assert "t-test &lt;vs&gt; random" in section and "<script>" not in page
+    assert page.index('id="comparison"') < page.index('id="how-to-read"') < page.index('id="run-0"')
+    assert not any("comparison" in note for note in report.notes) and 'id="comparison-error"' not in page
+
+
+@pytest.mark.parametrize(("content", "wrong"), [
+    ("{not json", "is not readable JSON"),
+    (json.dumps([1, 2]), "the top level must be an object, got list"),
+    (json.dumps(_comparison(title=3)), "comparison.title must be a string, got int"),
+    (json.dumps(_comparison(tables={"a": 1})), "tables must be a list of tables, got dict"),
+    (json.dumps(_comparison(tables=[{"title": "x", "headers": ["a", "b"], "rows": [[1]]}])),
+     "tables[0].rows[0] has 1 cells for 2 headers"),
+    (json.dumps(_comparison(tables=[{"title": "x", "headers": ["a"], "rows": [[{"v": 1}]]}])),
+     "tables[0].rows[0][0] must be a string, a number or null, got dict"),
+    (json.dumps(_comparison(tables=[{"title": "x", "headers": "a", "rows": []}])),
+     "tables[0].headers must be a list of strings, got str"),
+    (json.dumps(_comparison(figures="none")), "figures must be a list, got str"),
+])
+def test_a_malformed_comparison_is_refused_saying_what_is_wrong(tmp_path, content, wrong):
+    from a2o.errors import DataError
+    from a2o.report.comparison import read_comparison
+
+    assert read_comparison(str(tmp_path)) is None  # no file: nothing to show
+    (tmp_path / "comparison.json").write_text(content)
+    with pytest.raises(DataError) as caught:
+        read_comparison(str(tmp_path))
+    assert str(caught.value).startswith(str(tmp_path / "comparison.json")) and wrong in str(caught.value)
+
+
+def test_a_malformed_comparison_is_a_warning_and_the_report_still_renders(tmp_path, caplog):
+    from a2o.report import build_report
+
+    rows = [_old_row(1, ["hand"], 0.5)]
+    _run(tmp_path, {"searcher": "icrl", "trials": rows, "best_trial": rows[0], "final": None})
+    (tmp_path / "comparison.json").write_text(json.dumps(_comparison(tables=[{"title": "<i>x</i>", "rows": []}])))
+    with caplog.at_level("WARNING", logger="a2o.report.html"):
+        report = build_report(str(tmp_path), overlays="none")
+    page = open(report.html_path).read()
+    warning = page[page.index('<p class="note warning" id="comparison-error">'):]
+    warning = warning[:warning.index("</p>")]
+    assert "comparison.json not shown" in warning and "tables[0].headers must be a list of strings" in warning
+    assert 'id="run-0"' in page and 'id="run-0-trial-1"' in page and "<h2>Overview</h2>" in page
+    assert '<section id="comparison">' not in page
+    assert any("tables[0].headers" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert any("comparison.json not shown" in note for note in report.notes)

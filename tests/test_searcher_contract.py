@@ -109,7 +109,7 @@ BLIND_NARROW = ScriptedLLMFactory(words=WORDS[:3], seed=7, min_words=2, max_word
 
 def factory_for(name: str, *, llm: ScriptedLLMFactory = SCRIPTED, spec: ContractSpec = SPEC):
     """A zero-argument-by-default factory of fresh, identical searchers (``metric``/``mode`` overridable)."""
-    if name == "optuna" and not HAS_OPTUNA:
+    if name.startswith("optuna") and not HAS_OPTUNA:
         pytest.skip("optuna is not installed (pip install 'a2o[optuna]')")
 
     def factory(**overrides: Any):
@@ -118,6 +118,8 @@ def factory_for(name: str, *, llm: ScriptedLLMFactory = SCRIPTED, spec: Contract
             return ReferenceSearcher(WORDS, **common)
         if name == "optuna":  # TPE models from the third trial on, so results steer the budget's rest
             return create_searcher(name, vocabulary=list(WORDS), n_startup_trials=2, **common)
+        if name == "optuna-slots":  # the practitioner's space of benchmarks/searchers.py
+            return create_searcher("optuna", vocabulary=list(WORDS), n_startup_trials=2, space="slots", **common)
         if name not in LLM_SEARCHERS:
             return create_searcher(name, vocabulary=list(WORDS), **common)
         extra: dict[str, Any] = {"vocabulary": list(WORDS)}
@@ -131,7 +133,7 @@ def factory_for(name: str, *, llm: ScriptedLLMFactory = SCRIPTED, spec: Contract
     return factory
 
 
-NAMES = ["reference", *sorted(SEARCHER_CLASSES)]
+NAMES = ["reference", *sorted(SEARCHER_CLASSES), "optuna-slots"]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))

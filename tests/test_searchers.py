@@ -238,6 +238,39 @@ def test_prompt_shows_history_errors_early_stops_and_actions(server):
     assert [r.status for r in searcher.history] == ["ok", "error", "early_stopped", "invalid"]
 
 
+def test_confused_pairs_are_the_largest_off_diagonal_shares_of_a_true_action():
+    from searchers.prompting import confused_pairs
+
+    cs = parse_class_reply("cup", max_classes=5)
+    matrix = [[6, 4, 0],   # serve: 40% mistaken for volley
+              [1, 8, 1],   # volley: 10% smash, 10% serve
+              [0, 7, 3]]   # smash: 70% mistaken for volley
+    record = TrialRecord.from_result(cs, {"val_accuracy": 0.5, "confusion": matrix, "confusion_labels": ACTIONS})
+    assert confused_pairs(record) == [("smash", "volley", 0.7), ("serve", "volley", 0.4), ("volley", "serve", 0.1)]
+    assert confused_pairs(record, top=1) == [("smash", "volley", 0.7)]
+    assert TrialRecord.from_dict(record.to_dict()) == record  # labels survive results.json
+    no_labels = TrialRecord.from_result(cs, {"val_accuracy": 0.5, "confusion": matrix})  # an older row
+    assert confused_pairs(no_labels) == []
+    wrong_size = TrialRecord.from_result(cs, {"val_accuracy": 0.5, "confusion": matrix, "confusion_labels": ACTIONS[:2]})
+    assert confused_pairs(wrong_size) == []
+    perfect = TrialRecord.from_result(cs, {"val_accuracy": 1.0, "confusion": [[2, 0], [0, 2]],
+                                           "confusion_labels": ["a", "b"]})
+    assert confused_pairs(perfect) == []
+
+
+@pytest.mark.parametrize("prompt", ["paper", "small"])
+def test_both_prompts_name_the_three_most_confused_pairs(server, prompt):
+    searcher = make("icrl", server.url, prompt=prompt)
+    suggest(searcher, "a")
+    searcher.on_trial_complete("a", {**result(0.5), "confusion": [[6, 4, 0], [1, 8, 1], [0, 7, 3]],
+                                     "confusion_labels": ACTIONS})
+    suggest(searcher, "b")
+    text = server.chat_requests[-1].body["messages"][0]["content"]
+    assert ("most confused: smash mistaken for volley 70%, serve mistaken for volley 40%, "
+            "volley mistaken for serve 10%") in text
+    assert "overall accuracy: 0.500" in text and "serve: 0.500, volley: 0.250" in text
+
+
 def test_pending_proposals_are_shown(server):
     searcher = make("icrl", server.url)
     first = suggest(searcher, "a")  # still running

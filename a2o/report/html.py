@@ -1,8 +1,9 @@
 """The static HTML report of one run, or of several runs (e.g. a searcher benchmark).
 
 Recipe: find the runs' results.json → draw the plots as PNGs → write ``report/index.html`` that
-links them by relative path. No server, no JavaScript, no external resources: the ``report/``
-folder can be copied or attached as it is. Every text that comes from a run (class texts proposed
+links them by relative path. A ``comparison.json`` beside the runs (the benchmark's own tables,
+:mod:`a2o.report.comparison`) is shown first. No server, no JavaScript, no external resources: the
+``report/`` folder can be copied or attached as it is. Every text that comes from a run (class texts proposed
 by an LLM, labels, errors, paths) is HTML-escaped.
 """
 
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 import a2o.report.plots as plots
+from a2o.errors import DataError
+from a2o.report.comparison import COMPARISON_NAME, Comparison, ComparisonTable, format_cell, read_comparison
 from a2o.report.overlay import load_overlay
 from a2o.report.runs import (
     Confusion,
@@ -44,6 +47,7 @@ th { background: #f1f1f1; } td.num { text-align: right; font-variant-numeric: ta
 .added { color: #116611; } .removed { color: #aa1111; text-decoration: line-through; }
 .note { background: #fff6dd; border-left: 4px solid #e0b000; padding: 4px 10px; margin: 0.5em 0; }
 .error { color: #aa1111; } .best { background: #eaf6ea; }
+.note.warning { background: #fde8e8; border-left-color: #aa1111; }
 .classes span.cls { display: inline-block; background: #eef; border-radius: 3px; padding: 0 5px; margin: 1px; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
 details { margin: 0.6em 0; } summary { cursor: pointer; font-weight: 600; }
@@ -204,6 +208,63 @@ def _final_html(run: RunRecord) -> str:
         cells = "".join(f"<tr><td>{_e(k)}</td><td class='num'>{_acc(v)}</td></tr>" for k, v in classwise.items())
         parts.append(f"<details><summary>test accuracy per class</summary><table>{cells}</table></details>")
     return "".join(parts)
+
+
+def _comparison_table_html(table: ComparisonTable, number: int) -> str:
+    """One comparison table; numbers right-aligned, every text escaped."""
+    head = "".join(f"<th>{_e(header)}</th>" for header in table.headers)
+    rows = []
+    for row in table.rows:
+        cells = []
+        for value in row:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            cells.append(f"<td{' class=num' if numeric else ''}>{_e(format_cell(value))}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    body = "".join(rows) or f"<tr><td colspan={max(1, len(table.headers))}><em>(no rows)</em></td></tr>"
+    note = f"<p>{_e(table.note)}</p>" if table.note else ""
+    return f'<h3 id="comparison-{number}">{_e(table.title)}</h3><table><tr>{head}</tr>{body}</table>{note}'
+
+
+def _comparison_html(run_dir: str, report: Report) -> str:
+    """The benchmark's own comparison tables (``comparison.json`` in ``run_dir``), or a visible warning.
+
+    A file that cannot be read or breaks the layout (:mod:`a2o.report.comparison`) must not cost
+    the rest of the report: the page says what is wrong in a warning line, the log warns, and
+    :attr:`Report.notes` keeps it.
+    """
+    try:
+        comparison: Comparison | None = read_comparison(run_dir)
+    except DataError as exc:
+        text = f"{COMPARISON_NAME} not shown: {exc}"
+        log.warning("report: %s", text)
+        report.notes.append(text)
+        return f'<p class="note warning" id="comparison-error">{_e(text)}</p>'
+    if comparison is None:
+        return ""
+    parts = [f'<section id="comparison"><h2>{_e(comparison.title or "Comparison")}</h2>']
+    if comparison.note:
+        parts.append(f"<p>{_e(comparison.note)}</p>")
+    parts += [_comparison_table_html(table, number) for number, table in enumerate(comparison.tables)]
+    if comparison.figures:
+        parts.append(_note(f"{COMPARISON_NAME} lists {comparison.figures} figure(s); this report does not "
+                           "draw them yet (see the benchmark's own output)."))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _accuracy_caption(series: dict[str, list[list[float | None]]]) -> str:
+    """What the accuracy figure draws: dots + best-so-far line per single run, mean + 95 % CI per group."""
+    sizes = {len(runs) for runs in series.values() if runs}
+    parts = []
+    if 1 in sizes:
+        parts.append("Dots: each trial's val accuracy; line: the best so far (what the search val reports)"
+                     + (", for a searcher with one run." if len(sizes) > 1 else "."))
+    if sizes - {1}:
+        parts.append("Lines: the mean over a searcher's runs (seeds) of the best val so far; band: the 95% "
+                     "confidence interval of that mean (mean ± t(0.975, n−1) · sd / √n over the n runs that "
+                     "reached that trial; none where only one did; clipped to 0–1). Each searcher's line "
+                     "ends at its longest run.")
+    return " ".join(parts)
 
 
 def _img(path: str, alt: str) -> str:
@@ -402,8 +463,7 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
     )
     report.pngs.append(accuracy_png)
     low, high, zoomed = plots.accuracy_axis(series, references)
-    accuracy_caption = ("Dots: each trial's val accuracy; line: the best so far (what the search val reports)."
-                        if len(runs) == 1 else "Lines: best val so far (mean over a searcher's runs, band: min–max).")
+    accuracy_caption = _accuracy_caption(series)
     if references:
         accuracy_caption += (" Dashed/dotted lines: the winning set retrained from scratch, on val and on test"
                              " (see “How to read this report”).")
@@ -469,12 +529,14 @@ def build_report(run_dir: str, *, out_dir: str | None = None, overlays: str = "a
         opened = " open" if len(runs) == 1 else ""
         sections.append(f'<details id="run-{index}"{opened}><summary>{summary}</summary>{"".join(body)}</details>')
 
+    comparison_html = _comparison_html(run_dir, report)
     generated = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     document = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>A2O report: {_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>A2O report: {_e(title)}</h1>"
         f"<p>{len(runs)} run(s) under <code>{_e(os.path.abspath(run_dir))}</code>; generated {_e(generated)}.</p>"
+        + comparison_html
         + _howto_html(runs, val_clips)
         + "<h2>Overview</h2>" + _overview_table(runs) + _group_table(runs)
         + "<h2>Accuracy over iterations</h2>"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from a2o.errors import require
+from a2o.report.runs import MeanBand, best_so_far, mean_band
 
 __all__ = [
     "accuracy_over_iterations",
@@ -112,12 +113,24 @@ def accuracy_axis(
     for runs in series.values():
         if len(runs) == 1:
             values += list(runs[0])  # every trial's dot
-        else:
-            for run in runs:  # the best-so-far curves (mean and min-max band lie among them)
-                running = np.fmax.accumulate(np.nan_to_num(_nan(run), nan=-np.inf)) if run else np.array([])
-                values += [float(v) for v in running if math.isfinite(v)]
+        elif runs:  # the mean best-so-far curve and its band as drawn
+            band = _group_band(runs)
+            values += list(band.mean)
+            for bound in _clipped(band):
+                values += bound.tolist()
     values += [v for v in (references or {}).values() if v is not None]
     return accuracy_limits(values)
+
+
+def _group_band(runs: list[list[float | None]]) -> MeanBand:
+    """The mean best-so-far curve of a group's runs with its 95 % t-interval (:func:`mean_band`)."""
+    return mean_band([best_so_far(run) for run in runs], confidence=0.95)
+
+
+def _clipped(band: MeanBand) -> tuple[np.ndarray, np.ndarray]:
+    """The band's bounds as drawn: clipped to 0–1 (an accuracy cannot leave it), NaN where n < 2."""
+    low, high = np.asarray(band.low, dtype=np.float64), np.asarray(band.high, dtype=np.float64)
+    return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
 def zoom_note(low: float, high: float) -> str:
@@ -138,24 +151,17 @@ def accuracy_figure(
     for color, (label, runs) in zip(colors, series.items(), strict=False):
         if not runs:
             continue
-        length = max(len(r) for r in runs)
-        iterations = np.arange(1, length + 1)
-        best = np.full((len(runs), length), np.nan)
-        for row, values in enumerate(runs):
-            running = np.fmax.accumulate(np.nan_to_num(_nan(values), nan=-np.inf)) if values else np.array([])
-            running[np.isneginf(running)] = np.nan
-            best[row, : len(values)] = running
         if len(runs) == 1:
-            axes.plot(iterations[: len(runs[0])], _nan(runs[0]), "o", color=color, alpha=0.55)
-            axes.plot(iterations, best[0], "-", color=color, label=_plain(f"{label} (best so far)"))
+            iterations = np.arange(1, len(runs[0]) + 1)
+            axes.plot(iterations, _nan(runs[0]), "o", color=color, alpha=0.55)
+            axes.plot(iterations, _nan(best_so_far(runs[0])), "-", color=color, label=_plain(f"{label} (best so far)"))
         else:
-            with np.errstate(all="ignore"):
-                valid = ~np.all(np.isnan(best), axis=0)
-                mean = np.where(valid, np.nanmean(np.where(np.isnan(best), np.nan, best), axis=0), np.nan)
-                low = np.where(valid, np.nanmin(best, axis=0), np.nan)
-                high = np.where(valid, np.nanmax(best, axis=0), np.nan)
-            axes.plot(iterations, mean, "-o", color=color, markersize=3, label=_plain(f"{label} (n={len(runs)})"))
-            axes.fill_between(iterations, low, high, color=color, alpha=0.15)
+            band = _group_band(runs)
+            iterations = np.arange(1, len(band.mean) + 1)  # the group's own length: its longest run
+            low, high = _clipped(band)
+            axes.plot(iterations, np.asarray(band.mean), "-o", color=color, markersize=3,
+                      label=_plain(f"{label} (mean of n={len(runs)}, 95% CI)"))
+            axes.fill_between(iterations, low, high, color=color, alpha=0.15, linewidth=0)
     styles = ["--", ":", "-."]
     for number, (label, value) in enumerate((references or {}).items()):
         if value is None or not math.isfinite(float(value)):
@@ -190,9 +196,11 @@ def accuracy_over_iterations(
 
     ``series`` maps a group label to its runs' per-iteration accuracies (None for a failed trial).
     A group with one run shows each trial (dots) and the best so far (line); a group of several
-    runs (seeds) shows the mean best-so-far with a min-max band. ``references`` are drawn as
-    horizontal lines (e.g. the retrained model's final val and test accuracy). A zoomed axis says
-    so on the figure.
+    runs (seeds) shows the mean best-so-far with the 95 % t confidence interval of that mean as a
+    band (:func:`a2o.report.runs.mean_band`: over the runs that reached each trial; no band where
+    only one did; clipped to 0–1). Each group is drawn to its own length (its longest run).
+    ``references`` are drawn as horizontal lines (e.g. the retrained model's final val and test
+    accuracy). A zoomed axis says so on the figure.
     """
     return _save(accuracy_figure(series, title=title, references=references), path)
 

@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "group_label",
     "class_diff",
     "best_so_far",
+    "MeanBand",
+    "mean_band",
     "best_trial_confusion",
     "final_confusions",
     "MAX_DEPTH",
@@ -167,6 +170,52 @@ def best_so_far(values: list[float | None]) -> list[float | None]:
             best = float(value)
         out.append(best)
     return out
+
+
+@dataclass(frozen=True)
+class MeanBand:
+    """Per trial index (0-based): the mean of several runs' curves and a confidence interval of it."""
+
+    mean: tuple[float, ...]
+    """Mean over the runs with a value at that index."""
+    low: tuple[float, ...]
+    """Lower bound of the interval; NaN where fewer than two runs have a value."""
+    high: tuple[float, ...]
+    """Upper bound of the interval; NaN where fewer than two runs have a value."""
+    count: tuple[int, ...]
+    """How many runs have a value at that index (the n of the interval)."""
+    confidence: float
+    """Confidence level of the interval (0.95 = 95 %)."""
+
+
+def mean_band(curves: Sequence[Sequence[float | None]], confidence: float = 0.95) -> MeanBand:
+    """Mean of ``curves`` at each index with the Student-t confidence interval of that mean.
+
+    At index i: mean ± t_{(1+confidence)/2, n-1} · sd / √n over the n curves that reached index i
+    and have a finite value there (sd with ddof = 1, :func:`a2o.train.stats.summarize`). Curves may
+    differ in length: a shorter run simply stops counting, so n can fall along the curve. The
+    result is as long as the longest curve, cut after its last index with any value. Where n = 1
+    the mean is that run's value and the bounds are NaN (one run says nothing about spread); where
+    every value is equal the interval collapses to the mean. The bounds are not clipped to 0–1.
+
+    Why a t-interval of the mean and not min–max: with 3–5 seeds the min–max band grows with the
+    number of seeds and says nothing about how well the mean is known; the t-interval does.
+    """
+    from a2o.train.stats import summarize
+
+    length = max((len(curve) for curve in curves), default=0)
+    rows: list[tuple[float, float, float, int]] = []  # (mean, low, high, n) per index
+    for index in range(length):
+        values = [float(c[index]) for c in curves if index < len(c) and _finite(c[index])]
+        if values:
+            stats = summarize(values, confidence)
+            rows.append((stats.mean, stats.ci_low, stats.ci_high, stats.n))
+        else:
+            rows.append((math.nan, math.nan, math.nan, 0))
+    while rows and rows[-1][3] == 0:
+        rows.pop()
+    means, lows, highs, counts = (tuple(column) for column in zip(*rows, strict=True)) if rows else ((),) * 4
+    return MeanBand(means, lows, highs, counts, confidence)
 
 
 # ---------------------------------------------------------------------------------------------

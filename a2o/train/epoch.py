@@ -8,6 +8,7 @@ Device and precision come in as a :class:`~a2o.runtime.Runtime` decided by the c
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "cosine_with_warmup",
     "train_one_epoch",
     "evaluate",
+    "run_epochs",
 ]
 
 
@@ -212,3 +214,61 @@ def evaluate(model: torch.nn.Module, loader, num_labels: int, runtime: Runtime) 
         index = labels * num_labels + predicted
         confusion += torch.bincount(index, minlength=num_labels * num_labels).view(num_labels, num_labels)
     return confusion
+
+
+def run_epochs(
+    training: Training,
+    spec: TrialSpec,
+    runtime: Runtime,
+    *,
+    on_epoch: Callable[[dict[str, Any]], bool],
+    reduce: Callable[[torch.Tensor], None] | None = None,
+    setup_time_s: float = 0.0,
+) -> int:
+    """Train and evaluate ``spec.train.epochs`` epochs; the trial's loop, shared by Ray Train and the benchmarks.
+
+    After each epoch ``on_epoch(metrics)`` gets the epoch's validation metrics (``val_accuracy``,
+    ``classwise_accuracy``, ``confusion`` with its row/column order ``confusion_labels``, ``loss``,
+    ``epoch``, timings and ``spec.extra_metrics``); it reports them and returns True to stop early
+    (a scheduler's decision). ``reduce`` sums a tensor over ranks in place (``all_reduce`` under DDP).
+    Returns the number of epochs run.
+    """
+    from a2o.train.metrics import classwise_from_confusion
+
+    tcfg = spec.train
+    labels = list(spec.inputs.labels)
+    train_time_s = 0.0  # the epochs so far (train + val), without set-up and checkpointing
+    for epoch in range(1, tcfg.epochs + 1):
+        training.train_set.set_epoch(epoch)
+        started = time.perf_counter()
+        loss = train_one_epoch(
+            training.model, training.train_loader, training.optimizer, training.scheduler, runtime,
+            grad_accum=tcfg.grad_accum, max_steps=training.steps_per_epoch,
+        )
+        confusion = evaluate(training.model, training.val_loader, len(labels), runtime)
+        loss_stats = torch.tensor([loss.total, loss.clips], dtype=torch.float64, device=runtime.device)
+        if reduce is not None:
+            reduce(confusion)
+            reduce(loss_stats)
+        confusion_np = confusion.cpu().numpy()
+        total = int(confusion_np.sum())
+        epoch_time_s = time.perf_counter() - started
+        train_time_s += epoch_time_s
+        metrics = {
+            "val_accuracy": float(confusion_np.trace() / total) if total else 0.0,
+            "classwise_accuracy": classwise_from_confusion(confusion_np, labels),
+            # rows = true action, cols = predicted, in confusion_labels order (the report draws it,
+            # the ICRL prompt names the most confused pairs)
+            "confusion": confusion_np.tolist(),
+            "confusion_labels": labels,
+            "loss": float(loss_stats[0] / max(1.0, float(loss_stats[1]))),
+            "epoch": epoch,
+            "classes": list(spec.class_set),
+            "epoch_time_s": epoch_time_s,
+            "train_time_s": train_time_s,
+            "worker_setup_s": setup_time_s,
+            **spec.extra_metrics,
+        }
+        if on_epoch(metrics) and epoch < tcfg.epochs:
+            return epoch
+    return tcfg.epochs

@@ -30,8 +30,7 @@ def train_loop_per_worker(spec: TrialSpec) -> None:
     from a2o.data.framestore import FrameStore
     from a2o.model import save_recognizer
     from a2o.runtime import Runtime
-    from a2o.train.epoch import build_training, evaluate, train_one_epoch
-    from a2o.train.metrics import classwise_from_confusion
+    from a2o.train.epoch import build_training, run_epochs
 
     loop_started = time.perf_counter()
     tcfg, inputs = spec.train, spec.inputs
@@ -42,61 +41,37 @@ def train_loop_per_worker(spec: TrialSpec) -> None:
     runtime = Runtime(ray.train.torch.get_device(), tcfg.precision)
     torch.manual_seed(tcfg.seed)
     np.random.seed(tcfg.seed + rank)
-    num_labels = len(inputs.labels)
     training = build_training(
         spec, FrameStore(inputs.frames_root), inputs.maps, rank=rank, world=world,
         wrap=ray.train.torch.prepare_model,
     )
-    model = training.model
 
     # Worker set-up (data, model build, DDP wrap): reported, because on short trials it is a
     # visible share of the wall time (benchmarks/trial_overhead.py).
     setup_time_s = time.perf_counter() - loop_started
 
-    # ---- train
-    train_time_s = 0.0  # the epochs so far (train + val), without set-up and checkpointing
+    # ---- train: every epoch is reported (ASHA may stop the trial between them); rank 0 alone
+    # writes the weights with the last report, and Ray Train uploads them to run storage.
     epochs = tcfg.epochs
-    for epoch in range(1, epochs + 1):
-        training.train_set.set_epoch(epoch)
-        started = time.perf_counter()
-        loss = train_one_epoch(
-            model, training.train_loader, training.optimizer, training.scheduler, runtime,
-            grad_accum=tcfg.grad_accum, max_steps=training.steps_per_epoch,
-        )
-        confusion = evaluate(model, training.val_loader, num_labels, runtime)
-        loss_stats = torch.tensor([loss.total, loss.clips], dtype=torch.float64, device=runtime.device)
-        if world > 1:
-            torch.distributed.all_reduce(confusion)
-            torch.distributed.all_reduce(loss_stats)
-        confusion_np = confusion.cpu().numpy()
-        total = int(confusion_np.sum())
-        val_accuracy = float(np.trace(confusion_np) / total) if total else 0.0
-        epoch_time_s = time.perf_counter() - started
-        train_time_s += epoch_time_s
-        metrics = {
-            "val_accuracy": val_accuracy,
-            "classwise_accuracy": classwise_from_confusion(confusion_np, list(inputs.labels)),
-            # rows = true action, cols = predicted, in inputs.labels order (the report draws it)
-            "confusion": confusion_np.tolist(),
-            "loss": float(loss_stats[0] / max(1.0, float(loss_stats[1]))),
-            "epoch": epoch,
-            "classes": list(spec.class_set),
-            "epoch_time_s": epoch_time_s,
-            "train_time_s": train_time_s,
-            "worker_setup_s": setup_time_s,
-            **spec.extra_metrics,
-        }
+
+    def report(metrics: dict) -> bool:
+        epoch = metrics["epoch"]
         if rank == 0:
-            log.info("epoch %d/%d: val_accuracy=%.4f loss=%.4f", epoch, epochs, val_accuracy, metrics["loss"])
+            log.info("epoch %d/%d: val_accuracy=%.4f loss=%.4f", epoch, epochs, metrics["val_accuracy"], metrics["loss"])
         if epoch == epochs and rank == 0:
-            # Rank 0 alone writes the weights; Ray Train uploads the directory to run storage.
             with tempfile.TemporaryDirectory() as tmp:
                 save_recognizer(
                     training.core,
                     os.path.join(tmp, "model"),
                     extra={"experiment": dict(spec.experiment), "metrics": metrics,
-                           "confusion": confusion_np.tolist()},
+                           "confusion": metrics["confusion"]},
                 )
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+        return False  # Tune's scheduler stops a trial by ending this process, not through here
+
+    run_epochs(
+        training, spec, runtime, on_epoch=report, setup_time_s=setup_time_s,
+        reduce=torch.distributed.all_reduce if world > 1 else None,
+    )

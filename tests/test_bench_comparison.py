@@ -1,0 +1,104 @@
+"""The searcher comparison's tables (benchmarks/comparison.py) on hand-made runs, and a quick end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks.comparison import (
+    best_at,
+    bar_checks,
+    common_target,
+    method_rows,
+    reach,
+    table8_rows,
+)
+
+
+def run(method: str, seed: int, values: list[float | None], *, seconds: float = 10.0, stats: dict | None = None,
+        stopped: int = 0) -> dict:
+    trials = [{"iteration": i + 1, "val_accuracy": v, "time_s": seconds, "stopped_early": i < stopped}
+              for i, v in enumerate(values)]
+    scored = [t for t in trials if t["val_accuracy"] is not None]
+    best = max(scored, key=lambda t: t["val_accuracy"]) if scored else None
+    return {"benchmark": {"method": method, "seed": seed}, "trials": trials, "best_trial": best,
+            "final": {"test": {"accuracy": (best["val_accuracy"] - 0.01) if best else None}},
+            "searcher_stats": stats or {}, "searcher": method.split("+")[0], "scheduler": "fifo"}
+
+
+def test_best_at_reach_and_target():
+    r = run("random", 0, [0.1, None, 0.3, 0.2, float("nan"), 0.5])
+    assert best_at(r) == 0.5 and best_at(r, 3) == 0.3 and best_at(r, 1) == 0.1
+    assert reach(r, 0.3) == (3, 30.0) and reach(r, 0.9) == (None, None)
+    assert common_target([r, run("icrl", 0, [0.2]), run("icrl", 1, [0.4])]) == 0.4
+    assert common_target([]) == 1.0
+
+
+def test_method_rows_pair_seeds_and_read_best_at_8_of_a_longer_run():
+    llm_stats = {"llm_calls": 9, "prompt_tokens": 900, "completion_tokens": 100, "llm_time_s": 30.0, "fallbacks": 2}
+    runs = [run("icrl", s, [0.3, 0.5 + 0.01 * s, 0.6 + 0.02 * s] + [0.1] * 5, stats=llm_stats) for s in range(4)]
+    # random: 20 trials, its best comes after trial 8, so best@8 and best@20 differ
+    runs += [run("random", s, [0.2 + 0.01 * s] * 8 + [0.9] * 12) for s in range(4)]
+    runs += [run("static", s, [0.4] * 8) for s in range(3)]  # one seed fewer: paired over 3
+    rows = {r.method: r for r in method_rows(runs, ["icrl", "static", "random", "optuna"], target=0.6)}
+    assert set(rows) == {"icrl", "static", "random"}  # a method without runs has no row
+    icrl, rnd, static = rows["icrl"], rows["random"], rows["static"]
+    assert rnd.budget == 20 and icrl.budget == 8
+    assert rnd.best == [0.9] * 4 and rnd.best8 == pytest.approx([0.2, 0.21, 0.22, 0.23])
+    assert icrl.p_random8 is not None and icrl.p_random8 < 0.001 and rnd.p_random8 is None
+    assert icrl.p_static8 is not None and static.p_static8 is None
+    # reach 0.6: icrl at trial 3 on every seed; random at trial 9; static never (budget 8 + 1)
+    assert icrl.trials_to_reach == 3 and rnd.trials_to_reach == 9 and static.trials_to_reach == 9
+    assert icrl.reached == 4 and static.reached == 0 and icrl.seconds_to_reach == 30.0
+    assert icrl.llm_calls == 9 and icrl.llm_tokens == 1000 and rnd.llm_calls is None
+    assert icrl.fallback_share == pytest.approx(8 / 32)
+    bars = bar_checks(list(rows.values()), runs)
+    # random's best@20 (0.9) beats ICRL's @8; ICRL needs 3 trials, more than a quarter of random's 9
+    assert [b.met for b in bars] == [False, True, True, False]
+    assert "random 0.900 (T=20)" in bars[0].figures
+
+
+def test_bars_are_not_measured_without_the_methods():
+    rows = method_rows([run("random", 0, [0.2])], ["random"], target=0.2)
+    assert all(b.met is None for b in bar_checks(rows, [run("random", 0, [0.2])]))
+
+
+def test_table8_rows_ci_and_paired_p():
+    results = {
+        "rgb": {s: {"classes": [], "val_accuracy": 0.1, "test_accuracy": 0.08 + 0.01 * s} for s in range(5)},
+        "best icrl": {s: {"classes": ["spoon", "floor"], "val_accuracy": 0.3 + 0.01 * s,
+                          "test_accuracy": 0.28 + 0.012 * s} for s in range(5)},
+    }
+    rgb, best = table8_rows(results)
+    assert rgb[0] == "rgb" and rgb[1] == "(none: RGB only)" and rgb[2] == 0 and rgb[6] == "–"
+    assert best[1] == "spoon, floor" and best[2] == 2
+    low, high = (float(x) for x in best[5].strip("[]").split(", "))
+    mean = sum(0.28 + 0.012 * s for s in range(5)) / 5
+    assert low < mean < high and math.isclose((low + high) / 2, mean, abs_tol=1e-3)
+    assert float(best[7]) < 1e-4  # test differs by 0.20 + 0.002 s on every seed
+
+
+@pytest.mark.slow
+def test_quick_run_end_to_end_with_the_scripted_llm(tmp_path):
+    """The whole benchmark on the tiny world: searches, OOD source, Table 8, tables, resume."""
+    from benchmarks.searchers import main
+
+    out = tmp_path / "bench"
+    assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
+                 "--out", str(out)]) == 0
+    comparison = json.loads((out / "comparison.json").read_text())
+    titles = [t["title"] for t in comparison["tables"]]
+    assert titles[0] == "Per method" and titles[2].startswith("Table 8")
+    methods = [row[0] for row in comparison["tables"][0]["rows"]]
+    assert methods == ["icrl[fake]", "static[fake]", "ood[fake]", "random"]
+    run0 = json.loads((out / "runs" / "icrl_fake_seed0" / "results.json").read_text())
+    assert run0["benchmark"]["llm_endpoint"]["model"].startswith("scripted")
+    assert run0["trials"][0]["confusion_labels"] and run0["trials"][0]["confusion"]
+    assert (out / "ood_source" / "runs" / "icrl_fake_seed0" / "results.json").exists()
+    summary = (out / "summary.md").read_text()
+    assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
+                 "--out", str(out), "--resume"]) == 0
+    assert "results reused by --resume" in (out / "summary.md").read_text()
+    assert summary.split("command:")[0] == (out / "summary.md").read_text().split("command:")[0]
