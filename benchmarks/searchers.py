@@ -506,7 +506,8 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
     stats = dict(getattr(searcher, "stats", {}) or {})
     stats.pop("per_suggestion", None)
     config = config_to_dict(bench.cfg)
-    config["search"].update(searcher=method.searcher, scheduler=method.scheduler, num_trials=trials, seed=seed)
+    search, _ = method_config(bench, method, seed=seed, trials=trials)  # a config a2o reads back ('optuna', not 'optuna-slots')
+    config["search"].update(searcher=search.searcher, scheduler=search.scheduler, num_trials=trials, seed=seed)
     return {
         "config": config, "searcher": method.searcher, "scheduler": method.scheduler, "trials": rows,
         "best_trial": best_row, "searcher_stats": stats, "search_seconds": search_seconds, "final": final,
