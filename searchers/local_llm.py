@@ -419,14 +419,17 @@ def _local_dir(run_dir: os.PathLike | str) -> Path:
     return Path(text)
 
 
-def start_local_llm(llm_cfg: Any, run_dir: os.PathLike | str, *, startup_timeout_s: float = 600.0) -> LocalLLMServer:
+def start_local_llm(llm_cfg: Any, run_dir: os.PathLike | str, *, startup_timeout_s: float = 600.0,
+                    n_threads: Optional[int] = None) -> LocalLLMServer:
     """Start the embedded server for an :class:`a2o.config.LLMConfig` whose ``base_url`` is ``'local'``.
 
     Returns the started server; pass ``server.base_url`` as ``llm_base_url`` to
     :func:`searchers.searcher_from_config`, and call ``server.stop()`` (or use it in a ``with``
-    block) when the search ends. The log goes to ``run_dir/llm_server.log``.
+    block) when the search ends. The log goes to ``run_dir/llm_server.log``. ``n_threads``: as
+    :class:`LocalLLMServer` (default every usable CPU; 1 serves faster when trainings share the cores).
     """
-    server = LocalLLMServer(llm_cfg.local_model, log_dir=_local_dir(run_dir), startup_timeout_s=startup_timeout_s)
+    server = LocalLLMServer(llm_cfg.local_model, log_dir=_local_dir(run_dir), startup_timeout_s=startup_timeout_s,
+                            n_threads=n_threads)
     server.start()
     try:
         smoke_test(server)
