@@ -301,7 +301,7 @@ class LLMChoice:
     def model(self) -> str:
         """The model that answers: the embedded model's name, the endpoint's --llm-model, or 'scripted'."""
         if self.llm is None:
-            return "scripted stand-in (not a language model)"
+            return "scripted stand-in (not a language model)" if self.label == "fake" else "see each run's results.json"
         return self.llm.local_model if self.llm.base_url == "local" else (self.llm.model or "(server default)")
 
     def describe(self) -> dict[str, str]:
@@ -596,6 +596,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished runs and retrains of an earlier invocation with the same --out")
     parser.add_argument("--readme", default="", help="rewrite this README's searchers Results section")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only print the tables of the runs finished so far in --out (no LLM, no training)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--target", type=float, default=None,
                         help="val accuracy for 'trials to reach' (default: median of the runs' best val)")
@@ -680,12 +682,12 @@ class Task:
     fn: Callable[..., dict]
     args: tuple
     after: str = ""  # key of a task that must finish first (OOD-history waits for its source)
-    args_from: Callable[[dict], tuple] | None = None  # builds args from the finished `after` result
 
 
 def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Callable[[Task, dict, bool], None]) -> None:
     """Run ``tasks`` ``jobs`` at a time in list order (seed-major: early seeds finish for every method
-    first), a task whose ``after`` is unfinished waiting its turn; finished files are reused with --resume."""
+    first), a task whose ``after`` is unfinished waiting its turn; finished files are reused with --resume.
+    Without a ``pool`` (``--summarize``) only finished files are read, and the rest is skipped."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     done: dict[str, dict] = {}
@@ -706,8 +708,10 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
                 done[task.key] = reused
                 on_done(task, reused, True)
                 continue
-            args = task.args_from(done[task.after]) if task.args_from else task.args
-            running[pool.submit(task.fn, *args)] = task
+            if pool is None:
+                print(f"  not finished yet: {task.key}", flush=True)
+                continue
+            running[pool.submit(task.fn, *task.args)] = task
         if not running:
             continue
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -781,7 +785,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     reused = {"runs": 0}
     try:
         needs_llm = bool(set(wanted) & set(LLM_SEARCHERS))
-        llms = llm_choices(args.llm, out_dir, servers, model=args.llm_model, api_key_env=args.api_key_env,
+        if args.summarize:  # names only: nothing is started
+            args.resume = True
+            label = args.llm if args.llm in ("local", "fake") else "remote"
+            llms = [] if args.llm == "none" or not needs_llm else [LLMChoice(label)]
+        else:
+            llms = llm_choices(args.llm, out_dir, servers, model=args.llm_model, api_key_env=args.api_key_env,
                            temperature=args.temperature, llm_threads=args.llm_threads or None) if needs_llm else []
         if needs_llm and not llms:
             print("note: --llm none: the LLM searchers are skipped")
@@ -791,18 +800,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for llm in (llms if name in LLM_SEARCHERS else [None]):
                     methods.append(Method(name, scheduler, llm))
         budget = {m.name: (args.baseline_trials if m.searcher in BASELINES else args.trials) for m in methods}
-        bench = setup(out_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)  # generate once, here
+        bench = (setup(out_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)  # generate once, here
+                 if not args.summarize else None)
         llm_text = ", ".join(f"{c.label} ({c.model})" for c in llms) or "none"
-        print(f"A2O-Synth '{args.preset}': {len(bench.labels)} actions, "
-              + ", ".join(f"{len(ids)} {s}" for s, (ids, _) in bench.splits.items())
-              + f" clips; {len(methods)} methods x {args.seeds} seeds; T = {args.trials} (LLM searchers, hybrid), "
-              f"{args.baseline_trials} (Optuna, random); {args.jobs} jobs x {args.threads} torch thread(s); "
-              f"LLM: {llm_text}"
-              + (" (SCRIPTED STAND-IN, NOT A LANGUAGE MODEL)" if any(c.label == "fake" for c in llms) else ""))
-        print("trials: the product's loop (a2o.train.epoch.run_epochs) in-process: tiny V-JEPA2 frozen + adapter + "
-              f"zero-init projection + probe, AdamW + cosine, fusion lr x{geometry.fusion_lr_scale:g}, {args.epochs} "
-              f"epochs, T={geometry.num_frames}, {geometry.resolution}px; searchers driven through the Ray Tune "
-              "Searcher API; ASHA = Ray's ASHAScheduler", flush=True)
+        if bench is not None:
+            print(f"A2O-Synth '{args.preset}': {len(bench.labels)} actions, "
+                  + ", ".join(f"{len(ids)} {s}" for s, (ids, _) in bench.splits.items())
+                  + f" clips; {len(methods)} methods x {args.seeds} seeds; T = {args.trials} (LLM searchers, hybrid), "
+                  f"{args.baseline_trials} (Optuna, random); {args.jobs} jobs x {args.threads} torch thread(s); "
+                  f"LLM: {llm_text}"
+                  + (" (SCRIPTED STAND-IN, NOT A LANGUAGE MODEL)" if any(c.label == "fake" for c in llms) else ""))
+            print("trials: the product's loop (a2o.train.epoch.run_epochs) in-process: tiny V-JEPA2 frozen + adapter + "
+                  f"zero-init projection + probe, AdamW + cosine, fusion lr x{geometry.fusion_lr_scale:g}, {args.epochs} "
+                  f"epochs, T={geometry.num_frames}, {geometry.resolution}px; searchers driven through the Ray Tune "
+                  "Searcher API; ASHA = Ray's ASHAScheduler", flush=True)
 
         tasks: list[Task] = []
         ood_dir = os.path.join(out_dir, "ood_source")
@@ -843,8 +854,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{result['search_seconds']:.0f} s{tag}  ({len(runs)} runs done)", flush=True)
 
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
-                                   initargs=(geometry, args.epochs, args.threads))
+        pool = None if args.summarize else ProcessPoolExecutor(
+            max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
+            initargs=(geometry, args.epochs, args.threads))
         try:
             run_tasks(tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect)
             sets = table8_sets(runs, args.preset) if args.table8_seeds else {}
@@ -861,11 +873,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_tasks(table8_tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect)
         except BaseException:
             # Ctrl-C / SIGTERM: finished runs are on disk (--resume reuses them); stop the jobs now.
-            pool.shutdown(wait=False, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
             for child in multiprocessing.active_children():
                 child.terminate()
             raise
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
     finally:
         for server in servers:
             server.stop()

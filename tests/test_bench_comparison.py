@@ -102,3 +102,6 @@ def test_quick_run_end_to_end_with_the_scripted_llm(tmp_path):
                  "--out", str(out), "--resume"]) == 0
     assert "results reused by --resume" in (out / "summary.md").read_text()
     assert summary.split("command:")[0] == (out / "summary.md").read_text().split("command:")[0]
+    assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
+                 "--out", str(out), "--summarize"]) == 0  # reads only: no LLM, no training
+    assert summary.split("command:")[0] == (out / "summary.md").read_text().split("command:")[0]
