@@ -272,6 +272,11 @@ class SearchConfig:
     )
     max_reasks: int = _f(2, "Re-asks of the LLM after an unusable reply before the logged fallback.")
     ood_history: str = _f("", "For searcher 'ood': path of another run's results.json to inject.")
+    detection_feedback: bool = _f(
+        False,
+        "ICRL searchers: the prompt's history also names the classes the detector found in no clip "
+        "(dead inputs). Opt-in until benchmarks/searchers.py shows it helps.",
+    )
     task_description: str = _f("", "Extra dataset description for the prompt (the fixed task c).")
     trial_retries: int = _f(
         1, "Retries of a crashed trial (OOM, killed worker) before it is recorded as errored."

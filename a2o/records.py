@@ -17,7 +17,7 @@ from a2o.detect.classes import ClassSet
 
 __all__ = ["TrialRecord", "TrialRow", "TRIAL_STATUSES", "RECORD_VERSION", "finite_or_none"]
 
-RECORD_VERSION = 2  # 2: confusion_labels
+RECORD_VERSION = 2  # 2: confusion_labels, class_coverage
 TRIAL_STATUSES = ("ok", "early_stopped", "error", "invalid")
 """ok: ran its epochs, finite metric; early_stopped: a scheduler (ASHA) ended it, the metric is
 that of its last epoch; error: it raised, no metric; invalid: it reported a non-finite metric."""
@@ -46,6 +46,8 @@ class TrialRecord:
     """Validation confusion matrix of the last epoch (rows true, columns predicted), label order."""
     confusion_labels: tuple[str, ...] = ()
     """The action of each row/column of ``confusion`` (empty when unknown: older rows)."""
+    class_coverage: Mapping[str, float] = field(default_factory=dict)
+    """Class -> share of sampled train clips where the detector found it (:mod:`a2o.detect.coverage`)."""
     source: str = ""
     """Who proposed the set: 'initial', 'llm', 'fallback:unusable', 'fallback:unreachable',
     'random', 'optuna', ... ('' when unknown)."""
@@ -83,6 +85,7 @@ class TrialRecord:
             classwise_accuracy=_finite_map(classwise),
             confusion=_matrix(confusion),
             confusion_labels=_labels(result.get("confusion_labels")),
+            class_coverage=_finite_map(result.get("class_coverage")),
             source=source,
             epochs=int(epoch) if finite_or_none(epoch) is not None else None,
             wall_time_s=wall,
@@ -108,6 +111,7 @@ class TrialRecord:
             "classwise_accuracy": dict(self.classwise_accuracy),
             "confusion": [list(row) for row in self.confusion] if self.confusion is not None else None,
             "confusion_labels": list(self.confusion_labels),
+            "class_coverage": dict(self.class_coverage),
             "source": self.source,
             "epochs": self.epochs,
             "wall_time_s": self.wall_time_s,
@@ -153,6 +157,7 @@ class TrialRecord:
             classwise_accuracy=_finite_map(metrics.get("classwise_accuracy")),
             confusion=_matrix(data.get("confusion", metrics.get("confusion"))),
             confusion_labels=_labels(data.get("confusion_labels", metrics.get("confusion_labels"))),
+            class_coverage=_finite_map(data.get("class_coverage", metrics.get("class_coverage"))),
             source=str(data.get("source", data.get("proposal_source", config.get("proposal_source", ""))) or ""),
             epochs=int(epochs) if finite_or_none(epochs) is not None else None,
             wall_time_s=finite_or_none(data.get("wall_time_s", data.get("time_s"))),

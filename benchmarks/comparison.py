@@ -137,11 +137,19 @@ METHOD_HEADERS = [
 ]
 
 
+def _llm_tag(method: str) -> str:
+    """The ``[label]`` suffix a method carries when its LLM is not the embedded one ('' otherwise)."""
+    return method[method.index("["):] if "[" in method else ""
+
+
 def method_rows(runs: Sequence[Run], methods: Sequence[str], target: float, *, at: int = 8) -> list[MethodRow]:
-    """One :class:`MethodRow` per method present in ``runs``, in ``methods`` order."""
+    """One :class:`MethodRow` per method present in ``runs``, in ``methods`` order.
+
+    p vs static pairs a method with the Static prompts run of the same LLM (``static[remote]`` for
+    ``icrl[remote]``); random search has no LLM.
+    """
     grouped = _by_seed(runs)
     random8 = {s: best_at(r, at) for s, r in grouped.get("random", {}).items()}
-    static8 = {s: best_at(r, at) for s, r in grouped.get("static", {}).items()}
     rows = []
     for method in methods:
         seeded = grouped.get(method)
@@ -149,6 +157,8 @@ def method_rows(runs: Sequence[Run], methods: Sequence[str], target: float, *, a
             continue
         values = [seeded[s] for s in sorted(seeded)]
         mine8 = {s: best_at(r, at) for s, r in seeded.items()}
+        static_name = "static" + _llm_tag(method)
+        static8 = {s: best_at(r, at) for s, r in grouped.get(static_name, {}).items()}
         budget = max(len(r["trials"]) for r in values)
         reaches = [reach(r, target) for r in values]
         stats = [r.get("searcher_stats") or {} for r in values]
@@ -162,7 +172,7 @@ def method_rows(runs: Sequence[Run], methods: Sequence[str], target: float, *, a
             test8=[((r.get("final_at") or {}).get(str(at)) or r.get("final") or {}).get("test", {}).get("accuracy")
                    for r in values],
             p_random8=None if method == "random" else _p(mine8, random8)[0],
-            p_static8=None if method == "static" else _p(mine8, static8)[0],
+            p_static8=None if method == static_name else _p(mine8, static8)[0],
             reached=sum(1 for t, _ in reaches if t is not None),
             trials_to_reach=_mean([t if t is not None else len(r["trials"]) + 1 for (t, _), r in zip(reaches, values, strict=True)]),
             seconds_to_reach=_mean([s for _, s in reaches if s is not None]),
@@ -185,9 +195,11 @@ class Bar:
     met: bool | None  # None: not measurable (a method or seeds missing)
 
 
-def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8) -> list[Bar]:
-    """The four bars of the comparison, checked on the measured figures."""
-    by = {r.method: r for r in rows}
+def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, llm_tag: str = "") -> list[Bar]:
+    """The four bars of the comparison, checked on the measured figures of the LLM ``llm_tag``
+    ('' = the embedded one; '[remote]' for a --llm URL run)."""
+    by = {r.method.replace(llm_tag, "") if llm_tag else r.method: r
+          for r in rows if not llm_tag or _llm_tag(r.method) in ("", llm_tag)}
     icrl, random_, static = by.get("icrl"), by.get("random"), by.get("static")
     bars = []
     m = lambda row, field: _mean(getattr(row, field)) if row else None  # noqa: E731
@@ -202,7 +214,7 @@ def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8) -
         bars.append(Bar(f"ICRL's mean best at T={at} >= random's and Optuna's", "not measured", None))
     if icrl and random_:
         grouped = _by_seed(runs)
-        p, n = _p({s: best_at(r, at) for s, r in grouped["icrl"].items()},
+        p, n = _p({s: best_at(r, at) for s, r in grouped["icrl" + llm_tag].items()},
                   {s: best_at(r, at) for s, r in grouped["random"].items()})
         r8 = m(random_, "best8")
         bars.append(Bar(f"ICRL beats random at T={at}, paired p < 0.05",

@@ -63,7 +63,15 @@ TASK = ("A2O-Synth household: short, low-resolution, top-down clips of someone d
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
 BASELINES = ("optuna", "optuna-slots", "random")  # LLM-free: the longer budget (--baseline-trials)
 ALL_SEARCHERS = (*LLM_SEARCHERS, *BASELINES)
+OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold")  # ICRL variants, run when asked for
 DEFAULT_ASHA = ("icrl", "random")
+# ICRL variants tried when ICRL misses a bar (opt-in: --searchers icrl-df,icrl-cold):
+# name -> (registered searcher, search-config changes, llm-config changes)
+VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "optuna-slots": ("optuna", {}, {}),
+    "icrl-df": ("icrl", {"detection_feedback": True}, {}),  # names the classes the detector never found
+    "icrl-cold": ("icrl", {}, {"temperature": 0.2}),  # benchmarks/llm_agent.py: best first-proposal recall
+}
 CHECKPOINTS = (8,)  # budgets at which a longer run's best-so-far model is also tested (best@8)
 # OOD-history: the history of an ICRL search on another world, as the paper injects Kinetics
 # history into MultiSports. The label is what the prompt calls that dataset.
@@ -198,7 +206,8 @@ def _maps_for(bench: Bench, class_set: ClassSet, split_names: Sequence[str]):
     return MemoMaps(bench.cache, class_set, bench.map_memo), reader.stats.computed_pairs, reader.stats.reused_pairs
 
 
-def trial_spec(bench: Bench, class_set: ClassSet, maps, *, lr: float, weight_decay: float, seed: int):
+def trial_spec(bench: Bench, class_set: ClassSet, maps, *, lr: float, weight_decay: float, seed: int,
+               extra_metrics: dict[str, Any] | None = None):
     """The product's :class:`~a2o.train.spec.TrialSpec` of one benchmark trial: the bench's config
     with the trial's lr / weight decay and the search seed as the training seed."""
     from a2o.train.spec import TrialInputs, TrialSpec
@@ -211,7 +220,7 @@ def trial_spec(bench: Bench, class_set: ClassSet, maps, *, lr: float, weight_dec
         train_ids=tuple(train_ids), train_labels=tuple(train_labels),
         val_ids=tuple(val_ids), val_labels=tuple(val_labels),
     )
-    return TrialSpec.from_config(cfg, inputs)
+    return TrialSpec.from_config(cfg, inputs, extra_metrics=extra_metrics)
 
 
 def run_trial(bench: Bench, class_set: ClassSet, *, lr: float, weight_decay: float, seed: int,
@@ -224,12 +233,16 @@ def run_trial(bench: Bench, class_set: ClassSet, *, lr: float, weight_decay: flo
     """
     import torch
 
+    from a2o.detect.coverage import class_coverage
     from a2o.runtime import Runtime
     from a2o.train.epoch import build_training, run_epochs
 
     started = time.perf_counter()
     maps, computed, reused = _maps_for(bench, class_set, ("train", "val"))
-    spec = trial_spec(bench, class_set, maps, lr=lr, weight_decay=weight_decay, seed=seed)
+    # as a2o.train.trial.prepare_inputs: the classes' detection coverage rides along as a metric
+    coverage = class_coverage(maps, class_set, bench.splits["train"][0], seed=seed) if maps is not None else {}
+    spec = trial_spec(bench, class_set, maps, lr=lr, weight_decay=weight_decay, seed=seed,
+                      extra_metrics={"class_coverage": coverage})
     runtime = Runtime.cpu(spec.train.precision)
     torch.manual_seed(seed)  # the adapter's and probe's initial weights
     training = build_training(spec, bench.store, maps, wrap=lambda model: model.to(runtime.device), eval_batch_size=64)
@@ -379,13 +392,18 @@ class _TrialRef:  # what Ray's ASHAScheduler needs of a trial
         self.trial_id = trial_id
 
 
+def is_llm_method(name: str) -> bool:
+    """An LLM searcher or a variant of one."""
+    return VARIANTS.get(name, (name,))[0] in LLM_SEARCHERS
+
+
 def method_config(bench: Bench, method: Method, *, seed: int, trials: int):
     """The bench config's ``search``/``llm`` sections for ``method``: what a user's config would say."""
-    searcher = "optuna" if method.searcher == "optuna-slots" else method.searcher
+    searcher, search_options, llm_options = VARIANTS.get(method.searcher, (method.searcher, {}, {}))
     search = dataclasses.replace(bench.cfg.search, searcher=searcher, scheduler=method.scheduler,
-                                 num_trials=trials, seed=seed)
+                                 num_trials=trials, seed=seed, **search_options)
     llm = method.llm.llm if method.llm is not None and method.llm.llm is not None else bench.cfg.llm
-    return search, llm
+    return search, dataclasses.replace(llm, **llm_options)
 
 
 def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_history: str | None,
@@ -401,6 +419,8 @@ def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_h
     options: dict[str, Any] = {}
     if method.searcher == "optuna-slots":
         options["space"] = "slots"
+    if search.detection_feedback and method.llm is not None and method.llm.llm is None:
+        options["detection_feedback"] = True  # the scripted stand-in path below builds the searcher itself
     if method.searcher == "ood":
         search = dataclasses.replace(search, ood_history=ood_history or "")
         options["ood_label"] = OOD_LABEL
@@ -414,11 +434,11 @@ def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_h
                       action_names=bench.action_names, task_description=search.task_description,
                       llm=ScriptedLLM(VOCABULARY, seed), response_format="text",
                       epochs_per_trial=bench.cfg.train.epochs, **options)
-        if method.searcher != "pool":
+        if search.searcher != "pool":
             kwargs["prompt"] = "small"
-        if method.searcher == "ood":
+        if search.searcher == "ood":
             kwargs["ood_history"] = ood_history
-        return searchers.create_searcher(method.searcher, **kwargs)
+        return searchers.create_searcher(search.searcher, **kwargs)
     base_url = method.llm.base_url if method.llm is not None else None
     cache = os.path.join(cache_dir, f"{method.slug}_seed{seed}.jsonl")
     return searchers.searcher_from_config(search, llm, action_names=bench.action_names, llm_base_url=base_url,
@@ -775,16 +795,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     wanted = [s.strip() for s in args.searchers.split(",") if s.strip()]
     asha = {s.strip() for s in args.asha.split(",") if s.strip()}
-    unknown = sorted((set(wanted) | asha) - set(ALL_SEARCHERS))
+    unknown = sorted((set(wanted) | asha) - set(ALL_SEARCHERS) - set(OPTIONAL_SEARCHERS))
     if unknown:
-        raise SystemExit(f"unknown searcher(s) {unknown}; valid: {list(ALL_SEARCHERS)}")
+        raise SystemExit(f"unknown searcher(s) {unknown}; valid: {list(ALL_SEARCHERS) + list(OPTIONAL_SEARCHERS)}")
     geometry = Geometry()
     servers: list = []
     runs: list[dict] = []
     retrains: dict[str, dict[int, dict]] = {}
     reused = {"runs": 0}
     try:
-        needs_llm = bool(set(wanted) & set(LLM_SEARCHERS))
+        needs_llm = any(is_llm_method(name) for name in wanted)
         if args.summarize:  # names only: nothing is started
             args.resume = True
             label = args.llm if args.llm in ("local", "fake") else "remote"
@@ -797,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods: list[Method] = []
         for name in wanted:
             for scheduler in ("fifo", "asha") if name in asha else ("fifo",):
-                for llm in (llms if name in LLM_SEARCHERS else [None]):
+                for llm in (llms if is_llm_method(name) else [None]):
                     methods.append(Method(name, scheduler, llm))
         budget = {m.name: (args.baseline_trials if m.searcher in BASELINES else args.trials) for m in methods}
         bench = (setup(out_dir, preset=args.preset, geometry=geometry, epochs=args.epochs)  # generate once, here
@@ -889,7 +909,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = args.target if args.target is not None else common_target(runs)
     rows = method_rows(runs, [m.name for m in methods], target)
     table = markdown_table(METHOD_HEADERS, [r.cells() for r in rows])
-    bars = bar_checks(rows, runs)
+    llm_tag = next((f"[{c.label}]" for c in llms if c.label != "local"), "")  # the method names' LLM suffix
+    bars = bar_checks(rows, runs, llm_tag=llm_tag)
     bar_lines = [f"- {'MET' if b.met else ('not measured' if b.met is None else 'MISSED')}: {b.claim}: {b.figures}"
                  for b in bars]
     t8_rows = table8_rows(retrains) if retrains else []

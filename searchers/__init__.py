@@ -109,7 +109,8 @@ def searcher_from_config(
         epochs_per_trial=epochs_per_trial,
     )
     if search.searcher != "pool":
-        kwargs.update(prompt=llm.prompt, prompt_template=llm.prompt_template or None)
+        kwargs.update(prompt=llm.prompt, prompt_template=llm.prompt_template or None,
+                      detection_feedback=search.detection_feedback)
     if search.searcher == "ood":
         kwargs["ood_history"] = search.ood_history
     return create_searcher(search.searcher, **kwargs)

@@ -92,6 +92,10 @@ class ICRLSearcher(Searcher):
         injected_label: How the prompt names the source of ``injected_history``.
         hyperparameters: Adds its ``sample()`` to every suggestion; the history shows the values
             next to the classes (the {lr, wd} + ICRL baseline).
+        detection_feedback: The history also names the classes the detector found in almost no
+            clip (a trial's ``class_coverage``, :mod:`a2o.detect.coverage`): an absent object is a
+            dead channel, which the accuracy alone does not reveal. Off by default (opt-in until the
+            searcher comparison shows it helps).
 
     .. warning::
         The API key is read from the environment variable named by the client spec when the client
@@ -153,6 +157,7 @@ class ICRLSearcher(Searcher):
         injected_history: Sequence[TrialRecord] = (),
         injected_label: str = "another dataset",
         hyperparameters: Optional[HyperparameterSampler] = None,
+        detection_feedback: bool = False,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if not action_names:
@@ -179,6 +184,7 @@ class ICRLSearcher(Searcher):
         self.injected_history = tuple(injected_history)
         self.injected_label = injected_label
         self.hyperparameters = hyperparameters
+        self.detection_feedback = bool(detection_feedback)
 
         self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__)
         self.log = TrialLog(epochs_per_trial=epochs_per_trial)
@@ -214,7 +220,8 @@ class ICRLSearcher(Searcher):
         if self.show_history:
             history = prompting.format_history(self.history, injected=self.injected_history,
                                                injected_label=self.injected_label,
-                                               epochs_per_trial=self.epochs_per_trial)
+                                               epochs_per_trial=self.epochs_per_trial,
+                                               detection_feedback=getattr(self, "detection_feedback", False))
             pending = prompting.format_pending(self.log.pending())
         else:
             history, pending = prompting.NO_HISTORY, ""

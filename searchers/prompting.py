@@ -88,7 +88,8 @@ def _confusions(pairs: Sequence[tuple[str, str, float]]) -> str:
     return ", ".join(f"{true} mistaken for {predicted} {share:.0%}" for true, predicted, share in pairs)
 
 
-def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int]) -> list[str]:
+def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int],
+                 detection_feedback: bool = False) -> list[str]:
     lines = [f"Iteration {index}: classes = {', '.join(record.class_set) or '(none)'}"]
     if record.hyperparameters:
         lines.append("  hyperparameters: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(record.hyperparameters.items())))
@@ -110,6 +111,12 @@ def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int
     pairs = confused_pairs(record)
     if pairs:
         lines.append(f"  most confused: {_confusions(pairs)}")
+    if detection_feedback and record.class_coverage:
+        from a2o.detect.coverage import unseen_classes
+
+        unseen = unseen_classes(record.class_coverage)
+        if unseen:
+            lines.append(f"  the detector found these in no clip (dead inputs, replace them): {', '.join(unseen)}")
     return lines
 
 
@@ -119,6 +126,7 @@ def format_history(
     injected: Sequence[TrialRecord] = (),
     injected_label: str = "another dataset",
     epochs_per_trial: Optional[int] = None,
+    detection_feedback: bool = False,
 ) -> str:
     """The iteration history block: one entry per finished trial, oldest first.
 
@@ -140,7 +148,7 @@ def format_history(
         blocks.append("No iterations yet: propose a first set.")
         return "\n".join(blocks)
     for i, record in enumerate(history, 1):
-        blocks.extend(_entry_lines(i, record, epochs_per_trial))
+        blocks.extend(_entry_lines(i, record, epochs_per_trial, detection_feedback))
     return "\n".join(blocks)
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from benchmarks.comparison import (
-    best_at,
     bar_checks,
+    best_at,
     common_target,
     method_rows,
     reach,

@@ -271,6 +271,20 @@ def test_both_prompts_name_the_three_most_confused_pairs(server, prompt):
     assert "overall accuracy: 0.500" in text and "serve: 0.500, volley: 0.250" in text
 
 
+@pytest.mark.parametrize("feedback", [False, True])
+def test_detection_feedback_names_the_classes_the_detector_never_found(server, feedback):
+    searcher = make("icrl", server.url, prompt="small", detection_feedback=feedback)
+    config = suggest(searcher, "a")
+    coverage = {text: (0.0 if i == 0 else 0.9) for i, text in enumerate(config["classes"])}
+    searcher.on_trial_complete("a", {**result(0.5), "class_coverage": coverage})
+    assert searcher.history[0].class_coverage == coverage
+    assert TrialRecord.from_dict(searcher.history[0].to_dict()).class_coverage == coverage
+    suggest(searcher, "b")
+    text = server.chat_requests[-1].body["messages"][0]["content"]
+    line = f"the detector found these in no clip (dead inputs, replace them): {config['classes'][0]}"
+    assert (line in text) is feedback
+
+
 def test_pending_proposals_are_shown(server):
     searcher = make("icrl", server.url)
     first = suggest(searcher, "a")  # still running

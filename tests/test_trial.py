@@ -57,6 +57,14 @@ def test_tune_trial_reports_every_epoch(ray_local, tiny_experiment):
     # First trial computes every (video, class) pair of train + val (16 + 4 videos × 3 classes).
     assert result.metrics["maps_computed"] == 60
     assert result.metrics["maps_reused"] == 0
+    # Detection coverage rides along (the hand is in every clip; the annotation detector sees it)...
+    coverage = result.metrics["class_coverage"]
+    assert set(coverage) == {"ball", "hand", "box"} and coverage["hand"] == 1.0
+    assert all(0.0 <= share <= 1.0 for share in coverage.values())
+    # ... and the confusion matrix's label order, which the ICRL prompt reads.
+    labels = result.metrics["confusion_labels"]
+    assert len(labels) == len(result.metrics["confusion"]) == 4
+    assert set(result.metrics["classwise_accuracy"]) <= set(labels)
 
 
 def test_cli_train_rgb_only_reuses_nothing_and_checkpoints(ray_local, tiny_experiment, tmp_path, capsys):

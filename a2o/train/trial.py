@@ -125,8 +125,13 @@ def prepare_inputs(cfg: ExperimentConfig, class_set: ClassSet) -> tuple[TrialInp
         raise TrainingError(f"frame store {root} needs train and val clips (has {len(train)} train, {len(val)} val)")
     reader, detect_stats = None, {"computed": 0, "reused": 0}
     if class_set:
+        from a2o.detect.coverage import class_coverage
+
         video_ids = [r["video_id"] for r in train + val]
         reader, detect_stats = ensure_trial_maps(cfg, class_set, store, video_ids)
+        # In what share of (sampled train) clips the detector found each class: the searcher's
+        # history can then tell a dead channel from an unhelpful object (a2o.detect.coverage).
+        detect_stats["coverage"] = class_coverage(reader, class_set, [r["video_id"] for r in train], seed=cfg.train.seed)
     inputs = TrialInputs(
         frames_root=root,
         maps=reader,
@@ -245,7 +250,8 @@ def trial_spec(
 ) -> TrialSpec:
     """The loop's spec for ``inputs`` (after :func:`resolve_checkpoint`): the map cache's counts
     ride along as per-epoch metrics."""
-    extra = {"maps_computed": int(detect_stats["computed"]), "maps_reused": int(detect_stats["reused"])}
+    extra = {"maps_computed": int(detect_stats["computed"]), "maps_reused": int(detect_stats["reused"]),
+             "class_coverage": dict(detect_stats.get("coverage") or {})}
     return TrialSpec.from_config(cfg, inputs, epochs=epochs, extra_metrics=extra)
 
 
