@@ -616,6 +616,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished runs and retrains of an earlier invocation with the same --out")
     parser.add_argument("--readme", default="", help="rewrite this README's searchers Results section")
+    parser.add_argument("--keep", default="",
+                        help="also keep every finished result under this folder (e.g. one tracked by git) and "
+                             "read it back with --resume: the run resumes on another machine or session")
     parser.add_argument("--summarize", action="store_true",
                         help="only print the tables of the runs finished so far in --out (no LLM, no training)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
@@ -704,10 +707,13 @@ class Task:
     after: str = ""  # key of a task that must finish first (OOD-history waits for its source)
 
 
-def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Callable[[Task, dict, bool], None]) -> None:
+def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Callable[[Task, dict, bool], None],
+              keep: Callable[[str], str] | None = None) -> None:
     """Run ``tasks`` ``jobs`` at a time in list order (seed-major: early seeds finish for every method
     first), a task whose ``after`` is unfinished waiting its turn; finished files are reused with --resume.
-    Without a ``pool`` (``--summarize``) only finished files are read, and the rest is skipped."""
+    Without a ``pool`` (``--summarize``) only finished files are read, and the rest is skipped.
+    ``keep(path)`` names a second copy of each result (``--keep``, e.g. a folder in git): it is
+    written with the first and read when the first is missing, so a run resumes on another machine."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     done: dict[str, dict] = {}
@@ -723,7 +729,11 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
                     pending.remove(task)
                 continue
             pending.remove(task)
-            reused = _load_json(task.path) if resume else None
+            reused = None
+            if resume:
+                reused = _load_json(task.path)
+                if reused is None and keep is not None and (reused := _load_json(keep(task.path))) is not None:
+                    _write_json(task.path, reused)
             if reused is not None:
                 done[task.key] = reused
                 on_done(task, reused, True)
@@ -739,6 +749,8 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
             task = running.pop(future)
             result = future.result()
             _write_json(task.path, result)
+            if keep is not None:
+                _write_json(keep(task.path), result)
             done[task.key] = result
             on_done(task, result, False)
 
@@ -878,7 +890,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
             initargs=(geometry, args.epochs, args.threads))
         try:
-            run_tasks(tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect)
+            keep = (lambda path: os.path.join(os.path.abspath(args.keep), os.path.relpath(path, out_dir))) if args.keep else None
+            run_tasks(tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect, keep=keep)
             sets = table8_sets(runs, args.preset) if args.table8_seeds else {}
             if sets:
                 described = "; ".join(f"{k} = [{', '.join(v)}]" for k, v in sets.items())
@@ -890,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      _retrain_job, (out_dir, args.preset, name, classes, seed))
                 for seed in range(TABLE8_SEED0, TABLE8_SEED0 + args.table8_seeds) for name, classes in sets.items()
             ]
-            run_tasks(table8_tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect)
+            run_tasks(table8_tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect, keep=keep)
         except BaseException:
             # Ctrl-C / SIGTERM: finished runs are on disk (--resume reuses them); stop the jobs now.
             if pool is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 
 import pytest
 
@@ -85,9 +87,10 @@ def test_quick_run_end_to_end_with_the_scripted_llm(tmp_path):
     """The whole benchmark on the tiny world: searches, OOD source, Table 8, tables, resume."""
     from benchmarks.searchers import main
 
-    out = tmp_path / "bench"
+    out, kept = tmp_path / "bench", tmp_path / "kept"
     assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--keep", str(kept)]) == 0
+    assert (kept / "runs" / "random_seed1" / "results.json").exists() and (kept / "table8").is_dir()
     comparison = json.loads((out / "comparison.json").read_text())
     titles = [t["title"] for t in comparison["tables"]]
     assert titles[0] == "Per method" and titles[2].startswith("Table 8")
@@ -98,9 +101,12 @@ def test_quick_run_end_to_end_with_the_scripted_llm(tmp_path):
     assert run0["trials"][0]["confusion_labels"] and run0["trials"][0]["confusion"]
     assert (out / "ood_source" / "runs" / "icrl_fake_seed0" / "results.json").exists()
     summary = (out / "summary.md").read_text()
+    shutil.rmtree(out / "runs")  # another machine: only the kept copies remain
+    shutil.rmtree(out / "table8")
     assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
-                 "--out", str(out), "--resume"]) == 0
-    assert "results reused by --resume" in (out / "summary.md").read_text()
+                 "--out", str(out), "--resume", "--keep", str(kept)]) == 0
+    reused = int(re.search(r"\((\d+) results reused by --resume\)", (out / "summary.md").read_text()).group(1))
+    assert reused >= 9  # 8 searches + the OOD source (+ the Table-8 retrains): nothing was rerun
     assert summary.split("command:")[0] == (out / "summary.md").read_text().split("command:")[0]
     assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
                  "--out", str(out), "--summarize"]) == 0  # reads only: no LLM, no training
