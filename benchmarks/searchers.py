@@ -755,6 +755,17 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
             on_done(task, result, False)
 
 
+def interleaved(methods: Sequence[Method]) -> list[Method]:
+    """LLM and LLM-free methods alternated: with two jobs, one trains at full speed while the other
+    waits for the one embedded LLM server, instead of both queueing on it."""
+    with_llm = [m for m in methods if m.llm is not None]
+    without = [m for m in methods if m.llm is None]
+    out: list[Method] = []
+    for i in range(max(len(with_llm), len(without))):
+        out += with_llm[i:i + 1] + without[i:i + 1]
+    return out
+
+
 def scene_classes(preset: str) -> set[str]:
     """The world's scene elements (regions and their synonyms): known to the analysis, never to a searcher."""
     from a2o.data.synth.spec import load_world_spec, normalise_name
@@ -856,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tasks.append(Task(f"ood-source:{source.name}", os.path.join(ood_dir, "runs", f"{source.slug}_seed0", "results.json"),
                               _search_job, (ood_dir, args.ood_world, source, 0, args.trials, None)))
         for seed in range(args.seeds):
-            for m in methods:
+            for m in interleaved(methods):
                 path = os.path.join(out_dir, "runs", f"{m.slug}_seed{seed}", "results.json")
                 if m.searcher == "ood":
                     source_key = f"ood-source:{Method('icrl', 'fifo', m.llm).name}"
