@@ -638,8 +638,12 @@ def _quiet_logging() -> None:
     from benchmarks._common import quiet_logs
 
     quiet_logs()
-    for name in ("searchers", "optuna"):
+    for name in ("searchers", "optuna", "httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if importlib.util.find_spec("optuna") is not None:  # optuna sets its own level when first imported
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 _JOB: dict[str, Any] = {}  # a spawned job's settings (set by _init_job)
