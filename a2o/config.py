@@ -277,6 +277,9 @@ class SearchConfig:
         "ICRL searchers: the prompt's history also names the classes the detector found in no clip "
         "(dead inputs). Opt-in until benchmarks/searchers.py shows it helps.",
     )
+    confusion_feedback: bool = _f(
+        True, "ICRL searchers: the prompt's history names each trial's 3 most confused action pairs."
+    )
     task_description: str = _f("", "Extra dataset description for the prompt (the fixed task c).")
     trial_retries: int = _f(
         1, "Retries of a crashed trial (OOM, killed worker) before it is recorded as errored."

@@ -63,14 +63,15 @@ TASK = ("A2O-Synth household: short, low-resolution, top-down clips of someone d
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
 BASELINES = ("optuna", "optuna-slots", "random")  # LLM-free: the longer budget (--baseline-trials)
 ALL_SEARCHERS = (*LLM_SEARCHERS, *BASELINES)
-OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold")  # ICRL variants, run when asked for
+OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold", "icrl-noconf")  # ICRL variants, run when asked for
 DEFAULT_ASHA = ("icrl", "random")
-# ICRL variants tried when ICRL misses a bar (opt-in: --searchers icrl-df,icrl-cold):
+# ICRL variants tried when ICRL misses a bar (opt-in: --searchers icrl-df,icrl-cold,icrl-noconf):
 # name -> (registered searcher, search-config changes, llm-config changes)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "optuna-slots": ("optuna", {}, {}),
     "icrl-df": ("icrl", {"detection_feedback": True}, {}),  # names the classes the detector never found
     "icrl-cold": ("icrl", {}, {"temperature": 0.2}),  # benchmarks/llm_agent.py: best first-proposal recall
+    "icrl-noconf": ("icrl", {"confusion_feedback": False}, {}),  # the paper's history: is the feedback worth it?
 }
 CHECKPOINTS = (8,)  # budgets at which a longer run's best-so-far model is also tested (best@8)
 # OOD-history: the history of an ICRL search on another world, as the paper injects Kinetics
@@ -419,8 +420,8 @@ def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_h
     options: dict[str, Any] = {}
     if method.searcher == "optuna-slots":
         options["space"] = "slots"
-    if search.detection_feedback and method.llm is not None and method.llm.llm is None:
-        options["detection_feedback"] = True  # the scripted stand-in path below builds the searcher itself
+    if method.llm is not None and method.llm.llm is None and search.searcher != "pool":  # scripted: built below
+        options.update(detection_feedback=search.detection_feedback, confusion_feedback=search.confusion_feedback)
     if method.searcher == "ood":
         search = dataclasses.replace(search, ood_history=ood_history or "")
         options["ood_label"] = OOD_LABEL

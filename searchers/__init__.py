@@ -110,7 +110,8 @@ def searcher_from_config(
     )
     if search.searcher != "pool":
         kwargs.update(prompt=llm.prompt, prompt_template=llm.prompt_template or None,
-                      detection_feedback=search.detection_feedback)
+                      detection_feedback=search.detection_feedback,
+                      confusion_feedback=search.confusion_feedback)
     if search.searcher == "ood":
         kwargs["ood_history"] = search.ood_history
     return create_searcher(search.searcher, **kwargs)

@@ -96,6 +96,8 @@ class ICRLSearcher(Searcher):
             clip (a trial's ``class_coverage``, :mod:`a2o.detect.coverage`): an absent object is a
             dead channel, which the accuracy alone does not reveal. Off by default (opt-in until the
             searcher comparison shows it helps).
+        confusion_feedback: Each history entry names the 3 most confused action pairs of the trial
+            ("stirring mistaken for whisking 35%"), beyond the paper's class-wise accuracy.
 
     .. warning::
         The API key is read from the environment variable named by the client spec when the client
@@ -158,6 +160,7 @@ class ICRLSearcher(Searcher):
         injected_label: str = "another dataset",
         hyperparameters: Optional[HyperparameterSampler] = None,
         detection_feedback: bool = False,
+        confusion_feedback: bool = True,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if not action_names:
@@ -185,6 +188,7 @@ class ICRLSearcher(Searcher):
         self.injected_label = injected_label
         self.hyperparameters = hyperparameters
         self.detection_feedback = bool(detection_feedback)
+        self.confusion_feedback = bool(confusion_feedback)
 
         self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__)
         self.log = TrialLog(epochs_per_trial=epochs_per_trial)
@@ -221,7 +225,8 @@ class ICRLSearcher(Searcher):
             history = prompting.format_history(self.history, injected=self.injected_history,
                                                injected_label=self.injected_label,
                                                epochs_per_trial=self.epochs_per_trial,
-                                               detection_feedback=getattr(self, "detection_feedback", False))
+                                               detection_feedback=getattr(self, "detection_feedback", False),
+                                               confusion_feedback=getattr(self, "confusion_feedback", True))
             pending = prompting.format_pending(self.log.pending())
         else:
             history, pending = prompting.NO_HISTORY, ""

@@ -89,7 +89,7 @@ def _confusions(pairs: Sequence[tuple[str, str, float]]) -> str:
 
 
 def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int],
-                 detection_feedback: bool = False) -> list[str]:
+                 detection_feedback: bool = False, confusion_feedback: bool = True) -> list[str]:
     lines = [f"Iteration {index}: classes = {', '.join(record.class_set) or '(none)'}"]
     if record.hyperparameters:
         lines.append("  hyperparameters: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(record.hyperparameters.items())))
@@ -108,7 +108,7 @@ def _entry_lines(index: int, record: TrialRecord, epochs_per_trial: Optional[int
         )
     if record.classwise_accuracy:
         lines.append(f"  class-wise accuracy: {_classwise(record.classwise_accuracy)}")
-    pairs = confused_pairs(record)
+    pairs = confused_pairs(record) if confusion_feedback else []
     if pairs:
         lines.append(f"  most confused: {_confusions(pairs)}")
     if detection_feedback and record.class_coverage:
@@ -127,8 +127,13 @@ def format_history(
     injected_label: str = "another dataset",
     epochs_per_trial: Optional[int] = None,
     detection_feedback: bool = False,
+    confusion_feedback: bool = True,
 ) -> str:
     """The iteration history block: one entry per finished trial, oldest first.
+
+    Each entry: the classes, overall and class-wise accuracy (the paper's fields), the 3 most
+    confused action pairs (``confusion_feedback``) and, with ``detection_feedback``, the classes the
+    detector found in no clip.
 
     ``injected`` records (another dataset's search, the OOD baseline) come first, in their own
     block. Trial ids are never shown: they are random, and the prompt must be a function of the
@@ -148,7 +153,7 @@ def format_history(
         blocks.append("No iterations yet: propose a first set.")
         return "\n".join(blocks)
     for i, record in enumerate(history, 1):
-        blocks.extend(_entry_lines(i, record, epochs_per_trial, detection_feedback))
+        blocks.extend(_entry_lines(i, record, epochs_per_trial, detection_feedback, confusion_feedback))
     return "\n".join(blocks)
 
 

@@ -258,16 +258,16 @@ def test_confused_pairs_are_the_largest_off_diagonal_shares_of_a_true_action():
     assert confused_pairs(perfect) == []
 
 
-@pytest.mark.parametrize("prompt", ["paper", "small"])
+@pytest.mark.parametrize("prompt", ["paper", "small", "off"])
 def test_both_prompts_name_the_three_most_confused_pairs(server, prompt):
-    searcher = make("icrl", server.url, prompt=prompt)
+    searcher = make("icrl", server.url, prompt="small" if prompt == "off" else prompt, confusion_feedback=prompt != "off")
     suggest(searcher, "a")
     searcher.on_trial_complete("a", {**result(0.5), "confusion": [[6, 4, 0], [1, 8, 1], [0, 7, 3]],
                                      "confusion_labels": ACTIONS})
     suggest(searcher, "b")
     text = server.chat_requests[-1].body["messages"][0]["content"]
-    assert ("most confused: smash mistaken for volley 70%, serve mistaken for volley 40%, "
-            "volley mistaken for serve 10%") in text
+    assert (("most confused: smash mistaken for volley 70%, serve mistaken for volley 40%, "
+             "volley mistaken for serve 10%") in text) is (prompt != "off")
     assert "overall accuracy: 0.500" in text and "serve: 0.500, volley: 0.250" in text
 
 
