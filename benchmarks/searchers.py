@@ -911,7 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sets = table8_sets(runs, args.preset) if args.table8_seeds else {}
             if sets:
                 described = "; ".join(f"{k} = [{', '.join(v)}]" for k, v in sets.items())
-                print(f"Table 8: retraining {described} "
+                print(f"Table 8: {'reading' if pool is None else 'retraining'} {described} "
                       f"with training seeds {TABLE8_SEED0}..{TABLE8_SEED0 + args.table8_seeds - 1}", flush=True)
             table8_tasks = [
                 Task(f"table8:{name}:{seed}",
@@ -943,7 +943,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar_lines = [f"- {'MET' if b.met else ('not measured' if b.met is None else 'MISSED')}: {b.claim}: {b.figures}"
                  for b in bars]
     t8_rows = table8_rows(retrains) if retrains else []
-    t8 = markdown_table(TABLE8_HEADERS, t8_rows) if t8_rows else "(no Table-8 block: no ICRL run, or --table8-seeds 0)"
+    t8 = markdown_table(TABLE8_HEADERS, t8_rows) if t8_rows else (
+        "(no Table-8 block: no ICRL run, --table8-seeds 0, or its retrains have not run yet: they start "
+        "when every search has finished)")
     write_parquet(runs, out_dir)
     wall = time.perf_counter() - wall_started
     command = "python -m benchmarks.searchers " + " ".join(sys.argv[1:] if argv is None else argv)
