@@ -327,3 +327,20 @@ def test_a_malformed_comparison_is_a_warning_and_the_report_still_renders(tmp_pa
     assert '<section id="comparison">' not in page
     assert any("tables[0].headers" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert any("comparison.json not shown" in note for note in report.notes)
+
+
+def test_runs_on_different_worlds_never_share_a_curve(tmp_path):
+    """benchmarks/searchers.py keeps the OOD-history source (another world) beside the comparison."""
+    from a2o.report.runs import find_runs
+
+    def write(folder, world):
+        (tmp_path / folder).mkdir(parents=True)
+        results = {"searcher": "icrl", "scheduler": "fifo", "trials": [], "benchmark": {"world": world}}
+        (tmp_path / folder / "results.json").write_text(json.dumps(results))
+
+    write("runs/icrl_seed0", "household")
+    write("runs/icrl_seed1", "household")
+    assert {run.group for run in find_runs(str(tmp_path))} == {"icrl"}  # one world: no tag
+    write("ood_source/runs/icrl_seed0", "tiny")
+    groups = sorted(run.group for run in find_runs(str(tmp_path)))
+    assert groups == ["icrl (household)", "icrl (household)", "icrl (tiny)"]

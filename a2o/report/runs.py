@@ -9,6 +9,7 @@ service's columns), which also reads the unversioned rows of older runs.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -54,6 +55,9 @@ class RunRecord:
     """The row the search chose (results.json ``best_trial``), None when every trial failed."""
     notes: tuple[str, ...] = ()
     """Rows that could not be read (a class text breaking the rule, a newer record version), and why."""
+    world_tag: str = ""
+    """`` (world)`` when the report holds runs of several datasets (set by :func:`find_runs`), so
+    that runs on different worlds never average into one curve."""
 
     @classmethod
     def read(cls, name: str, directory: str) -> RunRecord:
@@ -74,7 +78,14 @@ class RunRecord:
 
     @property
     def group(self) -> str:
-        return group_label(self.results)
+        return group_label(self.results) + self.world_tag
+
+    @property
+    def world(self) -> str:
+        """The dataset the run searched on (the A2O-Synth world, else the data root)."""
+        data = ((self.results.get("config") or {}).get("data") or {})
+        return str((self.results.get("benchmark") or {}).get("world") or data.get("synth_preset")
+                   or data.get("root") or "")
 
     def best_classes(self) -> list[str]:
         """The winning set: what the final model trained on, else the best trial's ([] when none)."""
@@ -151,6 +162,8 @@ def find_runs(root: str) -> list[RunRecord]:
             subdirs[:] = []
     if not runs:
         raise DataError(f"no {RESULTS_NAME} under {root}: run `a2o search` (or benchmarks.searchers) first")
+    if len({run.world for run in runs}) > 1:  # e.g. the OOD-history source run beside the comparison
+        runs = [dataclasses.replace(run, world_tag=f" ({run.world})") for run in runs]
     return runs
 
 
