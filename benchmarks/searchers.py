@@ -43,7 +43,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -710,6 +710,8 @@ class Task:
     fn: Callable[..., dict]
     args: tuple
     after: str = ""  # key of a task that must finish first (OOD-history waits for its source)
+    uses_llm: bool = False  # it waits on the embedded LLM server between trials
+    seed: int = 0
 
 
 def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Callable[[Task, dict, bool], None],
@@ -725,7 +727,7 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
     pending = list(tasks)
     running: dict[Any, Task] = {}
     while pending or running:
-        for task in list(pending):
+        for task in _start_order(pending, running.values()):
             if len(running) >= max(1, jobs):
                 break
             if task.after and task.after not in done:
@@ -769,6 +771,21 @@ def interleaved(methods: Sequence[Method]) -> list[Method]:
     for i in range(max(len(with_llm), len(without))):
         out += with_llm[i:i + 1] + without[i:i + 1]
     return out
+
+
+def _start_order(pending: list[Task], running: Iterable[Task]) -> list[Task]:
+    """``pending`` with, among the tasks of the earliest pending seed, those of the other kind than the
+    running ones first: an LLM search beside an LLM-free one keeps both cores busy, two LLM searches
+    queue on the one embedded server."""
+    if not pending:
+        return []
+    kinds = {t.uses_llm for t in running}
+    if len(kinds) != 1:
+        return list(pending)
+    busy = kinds.pop()
+    seed = pending[0].seed
+    preferred = [t for t in pending if t.seed == seed and t.uses_llm != busy]
+    return preferred + [t for t in pending if t not in preferred]
 
 
 def scene_classes(preset: str) -> set[str]:
@@ -870,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The other world's ICRL search whose history OOD-history injects (one, like the paper's Kinetics run).
             source = Method("icrl", "fifo", llm)
             tasks.append(Task(f"ood-source:{source.name}", os.path.join(ood_dir, "runs", f"{source.slug}_seed0", "results.json"),
-                              _search_job, (ood_dir, args.ood_world, source, 0, args.trials, None)))
+                              _search_job, (ood_dir, args.ood_world, source, 0, args.trials, None), uses_llm=True))
         for seed in range(args.seeds):
             for m in interleaved(methods):
                 path = os.path.join(out_dir, "runs", f"{m.slug}_seed{seed}", "results.json")
@@ -878,10 +895,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     source_key = f"ood-source:{Method('icrl', 'fifo', m.llm).name}"
                     source_path = os.path.join(ood_dir, "runs", f"{Method('icrl', 'fifo', m.llm).slug}_seed0", "results.json")
                     tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
-                                      (out_dir, args.preset, m, seed, budget[m.name], source_path), after=source_key))
+                                      (out_dir, args.preset, m, seed, budget[m.name], source_path), after=source_key,
+                                      uses_llm=True, seed=seed))
                 else:
                     tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
-                                      (out_dir, args.preset, m, seed, budget[m.name], None)))
+                                      (out_dir, args.preset, m, seed, budget[m.name], None),
+                                      uses_llm=m.llm is not None, seed=seed))
         methods_by_key = {f"{m.name}:{seed}": m for m in methods for seed in range(args.seeds)}
 
         def collect(task: Task, result: dict, was_reused: bool) -> None:

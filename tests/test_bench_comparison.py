@@ -111,3 +111,18 @@ def test_quick_run_end_to_end_with_the_scripted_llm(tmp_path):
     assert main(["--quick", "--llm", "fake", "--searchers", "icrl,static,ood,random", "--asha", "",
                  "--out", str(out), "--summarize"]) == 0  # reads only: no LLM, no training
     assert summary.split("command:")[0] == (out / "summary.md").read_text().split("command:")[0]
+
+
+def test_a_free_job_takes_a_task_of_the_other_kind_within_the_earliest_seed():
+    from benchmarks.searchers import Task, _start_order
+
+    def task(key, llm, seed=0):
+        return Task(key, "", dict, (), uses_llm=llm, seed=seed)
+
+    pending = [task("icrl", True), task("static", True), task("random", False), task("icrl1", True, 1),
+               task("random1", False, 1)]
+    order = lambda running: [t.key for t in _start_order(pending, running)]  # noqa: E731
+    assert order([task("pool", True)]) == ["random", "icrl", "static", "icrl1", "random1"]
+    assert order([task("optuna", False)]) == ["icrl", "static", "random", "icrl1", "random1"]
+    assert order([]) == ["icrl", "static", "random", "icrl1", "random1"]
+    assert _start_order([], [task("pool", True)]) == []
