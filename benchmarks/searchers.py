@@ -726,29 +726,38 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
     done: dict[str, dict] = {}
     pending = list(tasks)
     running: dict[Any, Task] = {}
+
+    def ready(task: Task) -> bool:
+        return not task.after or task.after in done
+
+    def reused(task: Task) -> dict | None:
+        if not resume:
+            return None
+        result = _load_json(task.path)
+        if result is None and keep is not None and (result := _load_json(keep(task.path))) is not None:
+            _write_json(task.path, result)
+        return result
+
     while pending or running:
-        for task in _start_order(pending, running.values()):
-            if len(running) >= max(1, jobs):
+        # Fill the free jobs one at a time: each choice depends on what runs now (_start_order).
+        while len(running) < max(1, jobs):
+            task = next((t for t in _start_order(pending, running.values()) if ready(t)), None)
+            if task is None:
                 break
-            if task.after and task.after not in done:
-                if not any(t.key == task.after for t in pending) and not any(t.key == task.after for t in running.values()):
-                    print(f"  skipped {task.key}: {task.after} did not finish", flush=True)
-                    pending.remove(task)
-                continue
             pending.remove(task)
-            reused = None
-            if resume:
-                reused = _load_json(task.path)
-                if reused is None and keep is not None and (reused := _load_json(keep(task.path))) is not None:
-                    _write_json(task.path, reused)
-            if reused is not None:
-                done[task.key] = reused
-                on_done(task, reused, True)
-                continue
-            if pool is None:
+            result = reused(task)
+            if result is not None:
+                done[task.key] = result
+                on_done(task, result, True)
+            elif pool is None:
                 print(f"  not finished yet: {task.key}", flush=True)
-                continue
-            running[pool.submit(task.fn, *task.args)] = task
+            else:
+                running[pool.submit(task.fn, *task.args)] = task
+        # A task whose prerequisite is neither done, pending nor running never will be.
+        alive = {t.key for t in pending} | {t.key for t in running.values()}
+        for task in [t for t in pending if t.after and t.after not in done and t.after not in alive]:
+            print(f"  skipped {task.key}: {task.after} did not finish", flush=True)
+            pending.remove(task)
         if not running:
             continue
         finished, _ = wait(list(running), return_when=FIRST_COMPLETED)

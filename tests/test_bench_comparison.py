@@ -126,3 +126,33 @@ def test_a_free_job_takes_a_task_of_the_other_kind_within_the_earliest_seed():
     assert order([task("optuna", False)]) == ["icrl", "static", "random", "icrl1", "random1"]
     assert order([]) == ["icrl", "static", "random", "icrl1", "random1"]
     assert _start_order([], [task("pool", True)]) == []
+
+
+def test_run_tasks_waits_for_prerequisites_reuses_kept_results_and_skips_orphans(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.searchers import Task, run_tasks
+
+    def job(name):
+        return {"name": name}
+
+    def tasks():
+        return [Task("source", str(tmp_path / "out" / "source.json"), job, ("source",), uses_llm=True),
+                Task("ood", str(tmp_path / "out" / "ood.json"), job, ("ood",), after="source", uses_llm=True),
+                Task("random", str(tmp_path / "out" / "random.json"), job, ("random",)),
+                Task("orphan", str(tmp_path / "out" / "orphan.json"), job, ("orphan",), after="missing")]
+
+    keep = lambda path: path.replace("/out/", "/kept/")  # noqa: E731
+    seen: list[tuple[str, bool]] = []
+    with ThreadPoolExecutor(2) as pool:
+        run_tasks(tasks(), jobs=2, pool=pool, resume=False, keep=keep,
+                  on_done=lambda task, result, reused: seen.append((task.key, reused)))
+    assert sorted(seen) == [("ood", False), ("random", False), ("source", False)]  # the orphan is skipped
+    assert seen.index(("source", False)) < seen.index(("ood", False))
+    assert json.loads((tmp_path / "kept" / "ood.json").read_text()) == {"name": "ood"}
+    shutil.rmtree(tmp_path / "out")  # another machine: only the kept copies
+    seen.clear()
+    run_tasks(tasks(), jobs=2, pool=None, resume=True, keep=keep,
+              on_done=lambda task, result, reused: seen.append((task.key, reused)))
+    assert sorted(seen) == [("ood", True), ("random", True), ("source", True)]
+    assert (tmp_path / "out" / "random.json").exists()
