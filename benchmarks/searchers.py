@@ -736,6 +736,8 @@ def run_tasks(tasks: list[Task], *, jobs: int, pool, resume: bool, on_done: Call
         result = _load_json(task.path)
         if result is None and keep is not None and (result := _load_json(keep(task.path))) is not None:
             _write_json(task.path, result)
+        elif result is not None and keep is not None and not os.path.exists(keep(task.path)):
+            _write_json(keep(task.path), result)  # finished before --keep was given
         return result
 
     while pending or running:
