@@ -193,6 +193,14 @@ class Bar:
     claim: str
     figures: str
     met: bool | None  # None: not measurable (a method or seeds missing)
+    seeds: int = 0  # the fewest seeds among the methods it compares
+
+    def verdict(self, min_seeds: int = 5) -> str:
+        """MET / MISSED / not measured; 'provisional' below ``min_seeds`` seeds."""
+        if self.met is None:
+            return "not measured"
+        word = "MET" if self.met else "MISSED"
+        return word if self.seeds >= min_seeds else f"provisional ({self.seeds} seed(s)), {word}"
 
 
 def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, llm_tag: str = "") -> list[Bar]:
@@ -205,11 +213,11 @@ def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, l
     m = lambda row, field: _mean(getattr(row, field)) if row else None  # noqa: E731
     icrl8 = m(icrl, "best8")
     others = {name: m(by.get(name), "best") for name in ("random", "optuna", "optuna-slots") if name in by}
-    if icrl8 is not None and others:
+    if icrl8 is not None and "random" in others and ("optuna" in others or "optuna-slots" in others):
         bars.append(Bar(
             f"ICRL's mean best at T={at} >= random's and Optuna's mean best at their T",
             f"ICRL {icrl8:.3f}; " + ", ".join(f"{k} {v:.3f} (T={by[k].budget})" for k, v in others.items()),
-            all(icrl8 >= v - 1e-12 for v in others.values())))
+            all(icrl8 >= v - 1e-12 for v in others.values()), min(icrl.seeds, *(by[k].seeds for k in others))))
     else:
         bars.append(Bar(f"ICRL's mean best at T={at} >= random's and Optuna's", "not measured", None))
     if icrl and random_:
@@ -219,7 +227,7 @@ def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, l
         r8 = m(random_, "best8")
         bars.append(Bar(f"ICRL beats random at T={at}, paired p < 0.05",
                         f"ICRL {icrl8:.3f} vs random {r8:.3f}, p = {p if p is None else round(p, 4)} (n={n})",
-                        None if p is None else bool(p < 0.05 and icrl8 > r8)))
+                        None if p is None else bool(p < 0.05 and icrl8 > r8), n))
     else:
         bars.append(Bar(f"ICRL beats random at T={at}, paired p < 0.05", "not measured", None))
     if icrl and static:
@@ -227,7 +235,7 @@ def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, l
         pool8 = m(by.get("pool"), "best8")
         bars.append(Bar(f"ICRL's mean >= Static prompts' mean at T={at} (paper: ICRL >= Prompt pool >= Static)",
                         f"ICRL {icrl8:.3f}, pool {'–' if pool8 is None else f'{pool8:.3f}'}, static {s8:.3f}",
-                        bool(icrl8 >= s8 - 1e-12)))
+                        bool(icrl8 >= s8 - 1e-12), min(icrl.seeds, static.seeds)))
     else:
         bars.append(Bar(f"ICRL's mean >= Static prompts' mean at T={at}", "not measured", None))
     if icrl and random_ and icrl.trials_to_reach is not None and random_.trials_to_reach is not None:
@@ -235,7 +243,7 @@ def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, l
             "ICRL reaches the common target in <= 1/4 of random's trials",
             f"ICRL {icrl.trials_to_reach:.1f} trials ({icrl.reached}/{icrl.seeds} reached), random "
             f"{random_.trials_to_reach:.1f} ({random_.reached}/{random_.seeds}); unreached = budget + 1",
-            bool(icrl.trials_to_reach <= random_.trials_to_reach / 4.0)))
+            bool(icrl.trials_to_reach <= random_.trials_to_reach / 4.0), min(icrl.seeds, random_.seeds)))
     else:
         bars.append(Bar("ICRL reaches the common target in <= 1/4 of random's trials", "not measured", None))
     return bars

@@ -970,8 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(METHOD_HEADERS, [r.cells() for r in rows])
     llm_tag = next((f"[{c.label}]" for c in llms if c.label != "local"), "")  # the method names' LLM suffix
     bars = bar_checks(rows, runs, llm_tag=llm_tag)
-    bar_lines = [f"- {'MET' if b.met else ('not measured' if b.met is None else 'MISSED')}: {b.claim}: {b.figures}"
-                 for b in bars]
+    bar_lines = [f"- {b.verdict(args.seeds)}: {b.claim}: {b.figures}" for b in bars]
     t8_rows = table8_rows(retrains) if retrains else []
     t8 = markdown_table(TABLE8_HEADERS, t8_rows) if t8_rows else (
         "(no Table-8 block: no ICRL run, --table8-seeds 0, or its retrains have not run yet: they start "
@@ -998,7 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tables": [
             {"title": "Per method", "headers": METHOD_HEADERS, "rows": [r.cells() for r in rows], "note": notes},
             {"title": "Bars", "headers": ["claim", "figures", "met"],
-             "rows": [[b.claim, b.figures, "–" if b.met is None else ("yes" if b.met else "no")] for b in bars],
+             "rows": [[b.claim, b.figures, b.verdict(args.seeds)] for b in bars],
              "note": ""},
             {"title": "Table 8: best ICRL set vs RGB only, and without its scene classes", "headers": TABLE8_HEADERS,
              "rows": t8_rows, "note": t8_note},
@@ -1008,9 +1007,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.readme:
         from benchmarks._common import machine_line, update_readme_section
 
+        when = (f"PARTIAL: the {len(runs)} of {len(methods) * args.seeds} searches finished by "
+                f"{time.strftime('%Y-%m-%d %H:%M')} (--summarize); searches ran on {machine_line()}"
+                if args.summarize else f"Ran on {machine_line()}; {wall / 60:.0f} min wall for this invocation "
+                f"({reused['runs']} results reused by --resume)")
         update_readme_section(args.readme, "searchers", "\n".join([
-            "```bash", command, "```", "", f"Ran on {machine_line()}; {wall / 60:.0f} min wall for this invocation "
-            f"({reused['runs']} results reused by --resume); LLM: {llm_text}.", "", text.split("\ncommand:")[0], ""]))
+            "```bash", command, "```", "", f"{when}; LLM: {llm_text}.", "", text.split("\ncommand:")[0], ""]))
     print(f"results: {out_dir}/runs/*/results.json, comparison.json, trials.parquet, runs.parquet; "
           f"report: a2o report {out_dir}")
     return 0

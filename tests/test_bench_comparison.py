@@ -58,8 +58,13 @@ def test_method_rows_pair_seeds_and_read_best_at_8_of_a_longer_run():
     assert icrl.fallback_share == pytest.approx(8 / 32)
     bars = bar_checks(list(rows.values()), runs)
     # random's best@20 (0.9) beats ICRL's @8; ICRL needs 3 trials, more than a quarter of random's 9
+    assert [b.met for b in bars] == [None, True, True, False]  # bar 1 needs Optuna too
+    rows["optuna"] = method_rows([run("optuna", s, [0.3] * 20) for s in range(4)], ["optuna"], target=0.6)[0]
+    bars = bar_checks(list(rows.values()), runs)
     assert [b.met for b in bars] == [False, True, True, False]
-    assert "random 0.900 (T=20)" in bars[0].figures
+    assert "random 0.900 (T=20)" in bars[0].figures and bars[2].seeds == 3
+    assert bars[1].verdict(min_seeds=4) == "MET" and bars[1].verdict(min_seeds=5) == "provisional (4 seed(s)), MET"
+    assert bar_checks([], [])[0].verdict() == "not measured"
 
 
 def test_bars_are_not_measured_without_the_methods():
