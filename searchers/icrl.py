@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import pickle
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional, Protocol
 
 from ray.tune.search import Searcher
@@ -26,11 +25,12 @@ from ray.tune.search import Searcher
 from a2o.detect.classes import ClassSet
 from a2o.records import TrialRecord
 from searchers import prompting
+from searchers.base import LLMSetSearcher
 from searchers.fallback import fallback_class_set
 from searchers.llm_client import classes_response_format, uses_response_format
 from searchers.parsing import parse_reply
 from searchers.proposer import LLMArg, Proposal, Proposer, Request
-from searchers.trials import TrialLog, check_mode, metric_and_mode
+from searchers.trials import TrialLog, check_mode
 from searchers.words import usable_words
 
 __all__ = ["HyperparameterSampler", "ICRLSearcher"]
@@ -44,7 +44,7 @@ class HyperparameterSampler(Protocol):
     def sample(self) -> dict[str, float]: ...
 
 
-class ICRLSearcher(Searcher):
+class ICRLSearcher(LLMSetSearcher):
     """In-context RL over object-class sets, with an OpenAI-compatible LLM as the policy.
 
     Each suggestion is ``{"classes": [...], "proposal_source": ...}`` where ``proposal_source`` is
@@ -197,26 +197,8 @@ class ICRLSearcher(Searcher):
 
     # ---------------------------------------------------------------- what the service reads
     @property
-    def history(self) -> list[TrialRecord]:
-        """Finished trials, oldest first."""
-        return self.log.records
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """LLM calls, re-asks, fallbacks, tokens and latency (``searcher_stats`` in results.json)."""
-        return self.proposer.stats
-
-    @property
     def epochs_per_trial(self) -> Optional[int]:
         return self.log.epochs_per_trial
-
-    def best(self) -> Optional[TrialRecord]:
-        """Best finished record (finished trials before early-stopped ones), or None."""
-        return self.log.best(self._metric_and_mode()[1])
-
-    def _metric_and_mode(self) -> tuple[str, str]:
-        self._metric, self._mode = metric_and_mode(self._metric, self._mode, type(self).__name__)
-        return self._metric, self._mode
 
     # ---------------------------------------------------------------- the prompt
     def build_prompt(self) -> str:
@@ -268,14 +250,6 @@ class ICRLSearcher(Searcher):
         )
 
     # ---------------------------------------------------------------- the Searcher contract
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        """Tune's metric/mode (from ``TuneConfig``) replace the constructor's; always accepted."""
-        if metric:
-            self._metric = metric
-        if mode:
-            self._mode = check_mode(mode)
-        return True
-
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:
         self._metric_and_mode()
         if len(self.tried) >= self.num_trials:
@@ -295,21 +269,3 @@ class ICRLSearcher(Searcher):
         self.log.start(trial_id, proposal.class_set, source=proposal.source, hyperparameters=hyperparameters)
         return {"classes": list(proposal.class_set), "proposal_source": proposal.source, **hyperparameters}
 
-    def on_trial_result(self, trial_id: str, result: Optional[Mapping[str, Any]]) -> None:
-        self.log.result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: Optional[Mapping[str, Any]] = None, error: bool = False) -> None:
-        self.log.complete(trial_id, result, error=error, metric=self._metric_and_mode()[0])
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)  # the proposer leaves out its client and thread
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load state saved by :meth:`save`; keeps this instance's LLM client if it has one."""
-        with open(checkpoint_path, "rb") as fh:
-            state = pickle.load(fh)
-        live = self.proposer
-        live.shutdown()
-        self.__dict__.update(state)
-        self.proposer.take_llm_from(live)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import pickle
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
@@ -13,13 +12,13 @@ from ray.tune.search import Searcher
 
 from a2o.detect.classes import ClassSet
 from a2o.errors import LLMReplyError
-from a2o.records import TrialRecord
 from searchers import prompting
+from searchers.base import LLMSetSearcher
 from searchers.fallback import fallback_class_set
 from searchers.llm_client import classes_response_format
 from searchers.parsing import parse_reply
 from searchers.proposer import Exchange, Job, LLMArg, Proposal, Proposer, Request
-from searchers.trials import TrialLog, check_mode, metric_and_mode
+from searchers.trials import TrialLog, check_mode
 from searchers.words import usable_words
 
 __all__ = ["PromptPoolSearcher"]
@@ -27,7 +26,7 @@ __all__ = ["PromptPoolSearcher"]
 logger = logging.getLogger(__name__)
 
 
-class PromptPoolSearcher(Searcher):
+class PromptPoolSearcher(LLMSetSearcher):
     """The paper's *Prompt pool* baseline.
 
     The first LLM call asks for a pool of up to ``pool_size`` objects relevant to the actions
@@ -118,24 +117,6 @@ class PromptPoolSearcher(Searcher):
         self.tried: list[ClassSet] = []  # every suggested set, in order (running ones included)
         self._rng = random.Random(self.seed)  # the fallback's stream
 
-    @property
-    def history(self) -> list[TrialRecord]:
-        """Finished trials, oldest first."""
-        return self.log.records
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """LLM calls, re-asks, fallbacks, tokens and latency (``searcher_stats`` in results.json)."""
-        return self.proposer.stats
-
-    def best(self) -> Optional[TrialRecord]:
-        """Best finished record (finished trials before early-stopped ones), or None."""
-        return self.log.best(self._metric_and_mode()[1])
-
-    def _metric_and_mode(self) -> tuple[str, str]:
-        self._metric, self._mode = metric_and_mode(self._metric, self._mode, type(self).__name__)
-        return self._metric, self._mode
-
     # ---------------------------------------------------------------- what is asked
     def _job(self) -> Job:
         """Enumerate the pool (first time, or after an empty one), then ask for a combination."""
@@ -198,14 +179,6 @@ class PromptPoolSearcher(Searcher):
         )
 
     # ---------------------------------------------------------------- the Searcher contract
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        """Tune's metric/mode (from ``TuneConfig``) replace the constructor's; always accepted."""
-        if metric:
-            self._metric = metric
-        if mode:
-            self._mode = check_mode(mode)
-        return True
-
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:
         self._metric_and_mode()
         if len(self.tried) >= self.num_trials:
@@ -224,21 +197,3 @@ class PromptPoolSearcher(Searcher):
         self.log.start(trial_id, proposal.class_set, source=proposal.source)
         return {"classes": list(proposal.class_set), "proposal_source": proposal.source}
 
-    def on_trial_result(self, trial_id: str, result: Optional[Mapping[str, Any]]) -> None:
-        self.log.result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: Optional[Mapping[str, Any]] = None, error: bool = False) -> None:
-        self.log.complete(trial_id, result, error=error, metric=self._metric_and_mode()[0])
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)  # the proposer leaves out its client and thread
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load state saved by :meth:`save`; keeps this instance's LLM client if it has one."""
-        with open(checkpoint_path, "rb") as fh:
-            state = pickle.load(fh)
-        live = self.proposer
-        live.shutdown()
-        self.__dict__.update(state)
-        self.proposer.take_llm_from(live)
