@@ -1,7 +1,7 @@
-"""What every LLM searcher of A2O shares once it has a :class:`~searchers.proposer.Proposer` and a
-:class:`~searchers.trials.TrialLog`: the finished history, the LLM stats, Tune's metric/mode, result
-handling and save/restore. :class:`~searchers.icrl.ICRLSearcher` and
-:class:`~searchers.pool.PromptPoolSearcher` differ only in what they ask and how they fall back.
+"""What A2O's searchers share once they keep a :class:`~searchers.trials.TrialLog`: the finished
+history, Tune's metric/mode, result handling and save/restore (:class:`LoggedSearcher`, random and
+Optuna); the LLM searchers add their :class:`~searchers.proposer.Proposer`'s stats and keep the live
+LLM client across a restore (:class:`LLMSetSearcher`, ICRL and Prompt pool).
 """
 
 from __future__ import annotations
@@ -15,24 +15,18 @@ from ray.tune.search import Searcher
 from a2o.records import TrialRecord
 from searchers.trials import check_mode, metric_and_mode
 
-__all__ = ["LLMSetSearcher"]
+__all__ = ["LoggedSearcher", "LLMSetSearcher"]
 
 
-class LLMSetSearcher(Searcher):
-    """A Tune ``Searcher`` over class sets whose subclass sets ``self.proposer`` and ``self.log``."""
+class LoggedSearcher(Searcher):
+    """A Tune ``Searcher`` over class sets whose subclass sets ``self.log`` (a ``TrialLog``)."""
 
-    proposer: Any  # searchers.proposer.Proposer
     log: Any  # searchers.trials.TrialLog
 
     @property
     def history(self) -> list[TrialRecord]:
         """Finished trials, oldest first."""
         return self.log.records
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """LLM calls, re-asks, fallbacks, tokens and latency (``searcher_stats`` in results.json)."""
-        return self.proposer.stats
 
     def best(self) -> Optional[TrialRecord]:
         """Best finished record (finished trials before early-stopped ones), or None."""
@@ -58,7 +52,22 @@ class LLMSetSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)  # the proposer leaves out its client and thread
+            pickle.dump(self.__dict__, fh)  # an LLM searcher's proposer leaves out its client and thread
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.__dict__.update(pickle.load(fh))
+
+
+class LLMSetSearcher(LoggedSearcher):
+    """A :class:`LoggedSearcher` whose subclass also sets ``self.proposer`` (a ``Proposer``)."""
+
+    proposer: Any  # searchers.proposer.Proposer
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """LLM calls, re-asks, fallbacks, tokens and latency (``searcher_stats`` in results.json)."""
+        return self.proposer.stats
 
     def restore(self, checkpoint_path: str) -> None:
         """Load state saved by :meth:`save`; keeps this instance's LLM client if it has one."""

@@ -13,7 +13,6 @@ an all-``(none)`` sample becomes the first slot's most likely word (the seeded o
 from __future__ import annotations
 
 import logging
-import pickle
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
@@ -22,8 +21,8 @@ from ray.tune.search import Searcher
 
 from a2o.detect.classes import ClassSet
 from a2o.errors import require
-from a2o.records import TrialRecord
-from searchers.trials import TrialLog, check_mode, metric_and_mode
+from searchers.base import LoggedSearcher
+from searchers.trials import TrialLog, check_mode
 from searchers.words import usable_words
 
 __all__ = ["OptunaTPESearcher", "SPACES", "NONE_WORD"]
@@ -34,7 +33,7 @@ NONE_WORD = "(none)"  # the empty choice of a slot (it breaks the class-text rul
 logger = logging.getLogger(__name__)
 
 
-class OptunaTPESearcher(Searcher):
+class OptunaTPESearcher(LoggedSearcher):
     """Optuna's TPE sampler over the vocabulary, mapped to ``{"classes": [...]}``.
 
     ``space="flags"``: binary flags ``use:<word>``; ``space="slots"``: ``max_classes`` categorical
@@ -115,17 +114,6 @@ class OptunaTPESearcher(Searcher):
         """The ``optuna.Study`` (None before the first suggestion)."""
         return self._study
 
-    @property
-    def history(self) -> list[TrialRecord]:
-        """Finished trials, oldest first."""
-        return self.log.records
-
-    def best(self) -> Optional[TrialRecord]:
-        return self.log.best(self._metric_and_mode()[1])
-
-    def _metric_and_mode(self) -> tuple[str, str]:
-        self._metric, self._mode = metric_and_mode(self._metric, self._mode, type(self).__name__)
-        return self._metric, self._mode
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
         check_mode(mode)
@@ -162,8 +150,6 @@ class OptunaTPESearcher(Searcher):
         self.log.start(trial_id, class_set, source="optuna")
         return {"classes": list(class_set)}
 
-    def on_trial_result(self, trial_id: str, result: Optional[Mapping[str, Any]]) -> None:
-        self.log.result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[Mapping[str, Any]] = None, error: bool = False) -> None:
         record = self.log.complete(trial_id, result, error=error, metric=self._metric_and_mode()[0])
@@ -177,10 +163,3 @@ class OptunaTPESearcher(Searcher):
         else:
             self._study.tell(number, state=TrialState.FAIL)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import pickle
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from ray.tune.search import Searcher
 
 from a2o.detect.classes import ClassSet
-from a2o.records import TrialRecord
-from searchers.trials import TrialLog, check_mode, metric_and_mode
+from searchers.base import LoggedSearcher
+from searchers.trials import TrialLog, check_mode
 from searchers.words import usable_words
 
 __all__ = ["RandomSubsetSearcher"]
 
 
-class RandomSubsetSearcher(Searcher):
+class RandomSubsetSearcher(LoggedSearcher):
     """Suggests ``{"classes": [...]}``: a uniform random subset of ``vocabulary`` whose size is
     uniform in ``[1, min(max_classes, len(vocabulary))]``, avoiding sets already suggested while
     untried ones are easy to find.
@@ -70,21 +69,7 @@ class RandomSubsetSearcher(Searcher):
         self.tried: list[ClassSet] = []
         self.log = TrialLog()
 
-    @property
-    def history(self) -> list[TrialRecord]:
-        """Finished trials, oldest first."""
-        return self.log.records
 
-    def best(self) -> Optional[TrialRecord]:
-        return self.log.best(self._metric_and_mode()[1])
-
-    def _metric_and_mode(self) -> tuple[str, str]:
-        self._metric, self._mode = metric_and_mode(self._metric, self._mode, type(self).__name__)
-        return self._metric, self._mode
-
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
-        self._metric, self._mode = metric or self._metric, check_mode(mode) or self._mode
-        return True
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:
         self._metric_and_mode()
@@ -101,16 +86,3 @@ class RandomSubsetSearcher(Searcher):
         self.log.start(trial_id, class_set, source="random")
         return {"classes": list(class_set)}
 
-    def on_trial_result(self, trial_id: str, result: Optional[Mapping[str, Any]]) -> None:
-        self.log.result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: Optional[Mapping[str, Any]] = None, error: bool = False) -> None:
-        self.log.complete(trial_id, result, error=error, metric=self._metric_and_mode()[0])
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
