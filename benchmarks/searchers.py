@@ -447,12 +447,76 @@ def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_h
                                           options=options)
 
 
+@dataclass
+class ProgressEntry:
+    """One finished trial of an interrupted search: its results row, its epochs' metrics as the
+    searcher saw them, and its test figure if it was the best so far."""
+
+    row: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    best_final: dict | None = None
+
+    def matches(self, config: dict) -> bool:
+        """The searcher proposed the same trial again (same set, same lr / wd)."""
+        return (list(config.get("classes") or []) == self.row["classes"]
+                and config.get("lr") == self.row["lr"] and config.get("weight_decay") == self.row["weight_decay"])
+
+
+@dataclass
+class SearchProgress:
+    """A search's checkpoint: its finished trials, rewritten (atomically) after each one.
+
+    Resuming drives a fresh searcher from the start: its proposals repeat (seeded searchers, and
+    the LLM replay cache returns the same replies to the same prompts), and each one that matches
+    a checkpointed trial gets that trial's recorded epochs instead of a retrain. The first proposal
+    that differs is logged and trained, and the rest of the checkpoint is dropped: a resumed
+    search is never a mix of two histories.
+    """
+
+    path: str | None
+    key: dict[str, Any]
+    entries: list[ProgressEntry] = field(default_factory=list)
+    search_seconds: float = 0.0
+    replayed: int = 0  # checkpointed trials this run replayed
+    trained: int = 0  # trials this run trained
+
+    VERSION = 1
+
+    @classmethod
+    def load(cls, path: str | None, **key: Any) -> SearchProgress:
+        progress = cls(path, key)
+        saved = _load_json_lenient(path) if path else None
+        if not saved:
+            return progress
+        if saved.get("version") != cls.VERSION or saved.get("key") != key:
+            log.warning("ignoring the search checkpoint %s: it belongs to %s, not %s", path, saved.get("key"), key)
+            return progress
+        progress.entries = [ProgressEntry(e["row"], e["metrics"], e.get("best_final")) for e in saved["entries"]]
+        progress.search_seconds = float(saved.get("search_seconds", 0.0))
+        log.info("%s seed %s: resuming after %d checkpointed trial(s) (%s)", key.get("method"), key.get("seed"),
+                 len(progress.entries), path)
+        return progress
+
+    def append(self, row: dict, metrics: list[dict], best_final: dict | None, *, search_seconds: float) -> None:
+        """Record a trial just trained after the ``replayed`` ones (a dropped rest is overwritten)."""
+        if self.path is None:
+            return
+        self.entries = self.entries[:self.replayed + self.trained] + [ProgressEntry(row, list(metrics), best_final)]
+        self.trained += 1
+        self.search_seconds = search_seconds
+        _write_json(self.path, {"version": self.VERSION, "key": self.key, "search_seconds": search_seconds,
+                                "entries": [dataclasses.asdict(e) for e in self.entries]})
+
+
 def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_history: str | None = None,
-               cache_dir: str = "") -> dict:
+               cache_dir: str = "", progress_path: str | None = None) -> dict:
     """Drive one searcher for ``trials`` trials; return a results.json-shaped dict.
 
     ``ood_history``: for OOD-history, the results.json of the search on the other world.
     ``cache_dir``: where the run's LLM replay cache lives (a rerun replays the same replies).
+    ``progress_path``: the search's checkpoint, rewritten after every trial. A search interrupted
+    mid-way (Ctrl-C, a session's end) and started again with the same file continues after its
+    last finished trial: see :class:`SearchProgress`.
     """
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
     from ray.tune.search import Searcher
@@ -464,10 +528,12 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
                              cache_dir=cache_dir or os.path.join(os.path.dirname(bench.frames_root), "llm_replay"))
     scheduler = (ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=epochs,
                                grace_period=1, reduction_factor=2) if method.scheduler == "asha" else None)
-    started = time.perf_counter()
+    progress = SearchProgress.load(progress_path, method=method.name, seed=seed, trials=trials)
+    started = time.perf_counter() - progress.search_seconds
     rows: list[dict[str, Any]] = []
-    best_model, best_row = None, None
+    best_row, best_final = None, None
     final_at: dict[str, dict] = {}
+    replay = list(progress.entries)
     for index in range(trials):
         trial_id = f"{method.slug}_s{seed}_{index + 1:03d}"
         config = searcher.suggest(trial_id)
@@ -487,19 +553,34 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
         classes = list(config.get("classes") or [])
         lr = float(config.get("lr", bench.cfg.train.lr))
         weight_decay = float(config.get("weight_decay", bench.cfg.train.weight_decay))
-        error, run = None, None
-        try:
-            # The searcher's texts enter here (as in a2o.train.trial.run_trial): a bad set is a failed trial.
-            class_set = ClassSet.parse(classes, where="trial config 'classes'")
-            run = run_trial(bench, class_set, lr=lr, weight_decay=weight_decay, seed=seed, on_epoch=on_epoch)
-        except Exception as exc:  # noqa: BLE001 - a failed trial is a result, as in Tune
-            log.warning("trial %s failed: %s", trial_id, exc)
-            error = f"{type(exc).__name__}: {exc}"[:300]
-        last = run.metrics[-1] if run and run.metrics else None
+        entry = replay.pop(0) if replay else None
+        if entry is not None and not entry.matches(config):
+            log.warning("%s seed %d: trial %d's proposal differs from the interrupted run's (%s, was %s): "
+                        "training from here, %d checkpointed trial(s) dropped", method.name, seed, index + 1,
+                        ", ".join(classes), ", ".join(entry.row["classes"]), len(replay) + 1)
+            entry, replay = None, []
+        error, run, epoch_metrics = None, None, []
+        if entry is not None:
+            # Checkpointed: the searcher and scheduler see the recorded epochs; nothing is retrained.
+            epoch_metrics, error = list(entry.metrics), entry.row["error"]
+            for metrics in epoch_metrics:
+                if on_epoch(metrics):
+                    break
+            progress.replayed += 1
+        else:
+            try:
+                # The searcher's texts enter here (as in a2o.train.trial.run_trial): a bad set is a failed trial.
+                class_set = ClassSet.parse(classes, where="trial config 'classes'")
+                run = run_trial(bench, class_set, lr=lr, weight_decay=weight_decay, seed=seed, on_epoch=on_epoch)
+                epoch_metrics = run.metrics
+            except Exception as exc:  # noqa: BLE001 - a failed trial is a result, as in Tune
+                log.warning("trial %s failed: %s", trial_id, exc)
+                error = f"{type(exc).__name__}: {exc}"[:300]
+        last = epoch_metrics[-1] if epoch_metrics else None
         searcher.on_trial_complete(trial_id, result=last, error=error is not None)
         if scheduler is not None:
             scheduler.on_trial_complete(None, ref, last) if last else scheduler.on_trial_remove(None, ref)
-        row = {
+        row = entry.row if entry is not None else {
             "iteration": index + 1, "trial_id": trial_id, "classes": classes,
             "proposal_source": config.get("proposal_source", method.searcher),
             "lr": config.get("lr"), "weight_decay": config.get("weight_decay"),
@@ -515,15 +596,21 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
         }
         rows.append(row)
         if last and (best_row is None or last["val_accuracy"] > best_row["val_accuracy"]):
-            best_row, best_model = row, run.model
+            # The new best's test figure, taken now so that no model is kept (nor checkpointed). The
+            # searcher never sees it; it is read only at T = 8 and at the end.
+            best_row = row
+            best_final = entry.best_final if entry is not None else _final(bench, row, run.model)
         value = f"{row['val_accuracy']:.3f}" if row["val_accuracy"] is not None else "ERROR"
-        log.info("%-14s seed %d trial %d/%d: val %s [%s] %s", method.name, seed, index + 1, trials, value,
-                 row["proposal_source"], ", ".join(classes))
+        log.info("%-14s seed %d trial %d/%d: val %s [%s] %s%s", method.name, seed, index + 1, trials, value,
+                 row["proposal_source"], ", ".join(classes), " (checkpointed)" if entry is not None else "")
         if index + 1 in CHECKPOINTS and index + 1 < trials and best_row is not None:
             # A budget-8 search of this method is this run's first 8 trials: keep its test figure.
-            final_at[str(index + 1)] = _final(bench, best_row, best_model)
+            final_at[str(index + 1)] = best_final
+        if entry is None:
+            progress.append(row, epoch_metrics, best_final if best_row is row else None,
+                            search_seconds=time.perf_counter() - started)
     search_seconds = time.perf_counter() - started
-    final = _final(bench, best_row, best_model) if best_row is not None else None
+    final = best_final
     stats = dict(getattr(searcher, "stats", {}) or {})
     stats.pop("per_suggestion", None)
     config = config_to_dict(bench.cfg)
@@ -535,7 +622,8 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
         "final_at": final_at,
         "benchmark": {"method": method.name, "seed": seed, "llm": method.llm.label if method.llm else None,
                       "llm_endpoint": method.llm.describe() if method.llm else None, "world": bench.world,
-                      "driver": "in-process trials (a2o.train.epoch.run_epochs), Searcher API driven directly"},
+                      "driver": "in-process trials (a2o.train.epoch.run_epochs), Searcher API driven directly",
+                      "checkpointed_trials": progress.replayed},
     }
 
 
@@ -671,9 +759,10 @@ def _bench(work_dir: str, preset: str) -> Bench:
     return _BENCHES[key]
 
 
-def _search_job(work_dir: str, preset: str, method: Method, seed: int, trials: int, ood_history: str | None) -> dict:
+def _search_job(work_dir: str, preset: str, method: Method, seed: int, trials: int, ood_history: str | None,
+                progress_path: str | None = None) -> dict:
     return run_search(_bench(work_dir, preset), method, seed=seed, trials=trials, ood_history=ood_history,
-                      cache_dir=os.path.join(work_dir, "llm_replay"))
+                      cache_dir=os.path.join(work_dir, "llm_replay"), progress_path=progress_path)
 
 
 def _retrain_job(work_dir: str, preset: str, name: str, classes: list[str], seed: int) -> dict:
@@ -692,6 +781,15 @@ def _load_json(path: str) -> dict | None:
         return None
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def _load_json_lenient(path: str) -> dict | None:
+    """A checkpoint, or None (logged) when it is missing or unreadable: it is redone, never fatal."""
+    try:
+        return _load_json(path)
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the unreadable search checkpoint %s (%s): the search starts over", path, exc)
+        return None
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -891,14 +989,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"epochs, T={geometry.num_frames}, {geometry.resolution}px; searchers driven through the Ray Tune "
                   "Searcher API; ASHA = Ray's ASHAScheduler", flush=True)
 
+        def progress(results_path: str) -> str:
+            """A search's checkpoint beside its results; a run without --resume starts afresh."""
+            path = os.path.join(os.path.dirname(results_path), "progress.json")
+            if not args.resume and not args.summarize and os.path.exists(path):
+                os.remove(path)
+            return path
+
         tasks: list[Task] = []
         ood_dir = os.path.join(out_dir, "ood_source")
         ood_methods = [m for m in methods if m.searcher == "ood"]
         for llm in {m.llm for m in ood_methods}:
             # The other world's ICRL search whose history OOD-history injects (one, like the paper's Kinetics run).
             source = Method("icrl", "fifo", llm)
-            tasks.append(Task(f"ood-source:{source.name}", os.path.join(ood_dir, "runs", f"{source.slug}_seed0", "results.json"),
-                              _search_job, (ood_dir, args.ood_world, source, 0, args.trials, None), uses_llm=True))
+            source_path = os.path.join(ood_dir, "runs", f"{source.slug}_seed0", "results.json")
+            tasks.append(Task(f"ood-source:{source.name}", source_path, _search_job,
+                              (ood_dir, args.ood_world, source, 0, args.trials, None, progress(source_path)),
+                              uses_llm=True))
         for seed in range(args.seeds):
             for m in interleaved(methods):
                 path = os.path.join(out_dir, "runs", f"{m.slug}_seed{seed}", "results.json")
@@ -906,11 +1013,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     source_key = f"ood-source:{Method('icrl', 'fifo', m.llm).name}"
                     source_path = os.path.join(ood_dir, "runs", f"{Method('icrl', 'fifo', m.llm).slug}_seed0", "results.json")
                     tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
-                                      (out_dir, args.preset, m, seed, budget[m.name], source_path), after=source_key,
+                                      (out_dir, args.preset, m, seed, budget[m.name], source_path, progress(path)),
+                                      after=source_key,
                                       uses_llm=True, seed=seed))
                 else:
                     tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
-                                      (out_dir, args.preset, m, seed, budget[m.name], None),
+                                      (out_dir, args.preset, m, seed, budget[m.name], None, progress(path)),
                                       uses_llm=m.llm is not None, seed=seed))
         methods_by_key = {f"{m.name}:{seed}": m for m in methods for seed in range(args.seeds)}
 

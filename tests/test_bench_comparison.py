@@ -161,3 +161,115 @@ def test_run_tasks_waits_for_prerequisites_reuses_kept_results_and_skips_orphans
               on_done=lambda task, result, reused: seen.append((task.key, reused)))
     assert sorted(seen) == [("ood", True), ("random", True), ("source", True)]
     assert (tmp_path / "out" / "random.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# a search interrupted mid-way continues after its last finished trial (benchmarks/searchers.py)
+
+
+def _stand_in_bench():
+    """A Bench with no frames: run_search's searchers, scheduler and bookkeeping are real; the
+    trials are a deterministic stand-in (see _stand_in_trial)."""
+    from types import SimpleNamespace
+
+    from a2o.config import config_from_dict
+    from benchmarks.searchers import VOCABULARY
+
+    cfg = config_from_dict({"train": {"epochs": 4},
+                            "search": {"max_classes": 4, "vocabulary": list(VOCABULARY[:40]),
+                                       "task_description": "stand-in world"}})
+    return SimpleNamespace(cfg=cfg, action_names=["sweeping", "stirring"], labels=["sweeping", "stirring"],
+                           frames_root="/nonexistent/frames", world="stand-in",
+                           factory=SimpleNamespace(fingerprint="stand-in"))
+
+
+def _stand_in_trial(calls: list, interrupt_at: int | None):
+    """run_trial's stand-in: val accuracy per epoch is a function of (classes, lr, seed) alone."""
+    import hashlib
+
+    from benchmarks.searchers import TrialRun
+
+    def trial(bench, class_set, *, lr, weight_decay, seed, on_epoch):
+        calls.append(list(class_set))
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt  # a session's end, mid-trial
+        digest = hashlib.sha256(f"{list(class_set)}|{lr}|{seed}".encode()).digest()
+        metrics = []
+        for epoch in range(1, bench.cfg.train.epochs + 1):
+            value = round(digest[epoch] / 255 * epoch / bench.cfg.train.epochs, 4)
+            metrics.append({"epoch": epoch, "val_accuracy": value, "classwise_accuracy": {"sweeping": value},
+                            "confusion": [[1, 0], [0, 1]], "confusion_labels": bench.labels,
+                            "training_iteration": epoch})
+            if on_epoch(metrics[-1]):
+                break
+        return TrialRun(metrics, model=SimpleModel(value), wall_s=1.0, maps_computed=0, maps_reused=0,
+                        stopped_early=len(metrics) < bench.cfg.train.epochs)
+
+    return trial
+
+
+class SimpleModel:
+    def __init__(self, value):
+        self.value = value
+
+
+@pytest.mark.parametrize("searcher, scheduler, llm", [("random", "asha", False), ("optuna-slots", "fifo", False),
+                                                      ("icrl", "fifo", True)])
+def test_an_interrupted_search_resumes_after_its_last_finished_trial(tmp_path, monkeypatch, searcher, scheduler, llm):
+    import benchmarks.searchers as bench_searchers
+    from benchmarks.searchers import LLMChoice, Method, run_search
+
+    bench = _stand_in_bench()
+    monkeypatch.setattr(bench_searchers, "evaluate_test",
+                        lambda bench, class_set, model: {"accuracy": model.value - 0.01})
+    method = Method(searcher, scheduler, LLMChoice("fake") if llm else None)
+    progress = str(tmp_path / "progress.json")
+
+    def search(interrupt_at=None, path=progress):
+        calls: list = []
+        monkeypatch.setattr(bench_searchers, "run_trial", _stand_in_trial(calls, interrupt_at))
+        try:
+            return run_search(bench, method, seed=3, trials=10, cache_dir=str(tmp_path), progress_path=path), calls
+        except KeyboardInterrupt:
+            return None, calls
+
+    straight, straight_calls = search(path=None)  # never interrupted, no checkpoint
+    assert len(straight_calls) == 10 and not (tmp_path / "progress.json").exists()
+    interrupted, calls = search(interrupt_at=7)
+    assert interrupted is None and len(calls) == 7
+    resumed, calls = search()
+    # trials 1-6 replayed from the checkpoint; the interrupted 7th and the rest trained
+    assert calls == straight_calls[6:]
+    assert resumed["benchmark"]["checkpointed_trials"] == 6
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s",)} for r in rows]  # noqa: E731
+    assert strip(resumed["trials"]) == strip(straight["trials"])
+    assert resumed["best_trial"]["trial_id"] == straight["best_trial"]["trial_id"]
+    assert resumed["final"] == straight["final"] and resumed["final_at"] == straight["final_at"]
+    if scheduler == "asha":  # the scheduler saw the replayed epochs: the same trials stopped early
+        assert any(r["stopped_early"] for r in resumed["trials"])
+    if llm:  # the searcher's own counters cover the whole search, replayed calls included
+        assert resumed["searcher_stats"]["llm_calls"] == straight["searcher_stats"]["llm_calls"]
+
+
+def test_a_checkpoint_of_another_search_or_a_corrupt_one_is_ignored_and_logged(tmp_path, monkeypatch, caplog):
+    import benchmarks.searchers as bench_searchers
+    from benchmarks.searchers import Method, SearchProgress, run_search
+
+    bench = _stand_in_bench()
+    monkeypatch.setattr(bench_searchers, "evaluate_test", lambda bench, class_set, model: {"accuracy": 0.0})
+    calls: list = []
+    monkeypatch.setattr(bench_searchers, "run_trial", _stand_in_trial(calls, None))
+    path = tmp_path / "progress.json"
+    run_search(bench, Method("random", "fifo", None), seed=0, trials=3, progress_path=str(path))
+    assert len(calls) == 3 and len(json.loads(path.read_text())["entries"]) == 3
+    # another seed's search must not read this checkpoint
+    assert SearchProgress.load(str(path), method="random", seed=1, trials=3).entries == []
+    assert "belongs to" in caplog.text
+    path.write_text('{"version": 1, "key": ')  # truncated
+    caplog.clear()
+    assert SearchProgress.load(str(path), method="random", seed=0, trials=3).entries == []
+    assert "unreadable search checkpoint" in caplog.text
+    calls.clear()
+    run_search(bench, Method("random", "fifo", None), seed=0, trials=3, progress_path=str(path))
+    assert len(calls) == 3  # started over, and the checkpoint is whole again
+    assert len(json.loads(path.read_text())["entries"]) == 3
