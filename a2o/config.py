@@ -280,6 +280,13 @@ class SearchConfig:
     confusion_feedback: bool = _f(
         True, "ICRL searchers: the prompt's history names each trial's 3 most confused action pairs."
     )
+    screen_candidates: int = _f(
+        1,
+        "ICRL searchers: K > 1 asks the LLM for K candidate sets per iteration, scores each with the "
+        "map-only proxy (a2o/train/proxy.py: a small classifier on the cached detector maps of the "
+        "train split, scored on val; new classes are detected first) and trains the best; all K and "
+        "their proxy scores join the LLM's history. 1 = off.",
+    )
     task_description: str = _f("", "Extra dataset description for the prompt (the fixed task c).")
     trial_retries: int = _f(
         1, "Retries of a crashed trial (OOM, killed worker) before it is recorded as errored."
@@ -307,6 +314,9 @@ class SearchConfig:
             except ClassTextError as exc:
                 raise ConfigError(str(exc)) from None
         _check(isinstance(self.vocabulary, list), "search.vocabulary", "must be a list")
+        _check(1 <= self.screen_candidates <= 16, "search.screen_candidates", "must be in [1, 16] (1 = off)")
+        _check(self.screen_candidates == 1 or self.searcher in ("icrl", "ood", "hybrid"), "search.screen_candidates",
+               f"screening is an option of the ICRL searchers (icrl, ood, hybrid), not of '{self.searcher}'")
         _check(self.trial_retries >= 0, "search.trial_retries", "must be >= 0")
         _check(self.asha_grace_period >= 1, "search.asha_grace_period", "must be >= 1")
         _check(self.asha_reduction_factor >= 2, "search.asha_reduction_factor", "must be >= 2")

@@ -207,9 +207,11 @@ class TrialRow:
     maps_reused: int = 0
     error: str | None = None
     """First line of the trial's error (at most 300 characters), None when it did not fail."""
+    screen: dict[str, Any] | None = None
+    """Screened ICRL: how the set was picked (candidates, its proxy score, the proxy's seconds)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        row = {
             **self.record.to_dict(),
             "iteration": self.iteration,
             "val_accuracy_per_epoch": list(self.val_accuracy_per_epoch),
@@ -217,6 +219,9 @@ class TrialRow:
             "maps_reused": self.maps_reused,
             "error": self.error,
         }
+        if self.screen:
+            row["screen"] = dict(self.screen)
+        return row
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, position: int = 0) -> TrialRow:
@@ -234,4 +239,5 @@ class TrialRow:
             maps_computed=int(data.get("maps_computed") or 0),
             maps_reused=int(data.get("maps_reused") or 0),
             error=str(error) if error else None,
+            screen=dict(data["screen"]) if isinstance(data.get("screen"), dict) else None,
         )

@@ -250,6 +250,7 @@ def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
                 maps_computed=int(metrics.get("maps_computed") or 0),
                 maps_reused=int(metrics.get("maps_reused") or 0),
                 error=error,
+                screen=dict(config["screen"]) if isinstance(config.get("screen"), dict) else None,
             )
         )
     return rows
@@ -343,6 +344,11 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
     else:
         if resume:
             log.warning("--resume: no search to restore at %s; starting a new one", experiment_dir)
+        options = {}
+        if cfg.search.screen_candidates > 1:
+            from a2o.train.proxy import ConfigProxy
+
+            options["screen"] = ConfigProxy(cfg)  # detects new classes through the map cache, then scores
         searcher = searchers.searcher_from_config(
             cfg.search,
             cfg.llm,
@@ -350,6 +356,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             llm_base_url=llm_base_url,
             replay_cache_path=os.path.join(local_dir(cfg.storage.root), "llm_replay.jsonl"),
             epochs_per_trial=cfg.train.epochs,
+            options=options,
         )
         scheduler = build_scheduler(cfg)
         tuner = tune.Tuner(
@@ -383,6 +390,8 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
         )
     rows = trial_rows(results, cfg.train.epochs)
     stats = dict(getattr(searcher, "stats", {}) or {}) if searcher is not None else {}
+    if searcher is not None and hasattr(searcher, "screened") and searcher.screened():
+        stats["screened"] = searcher.screened()  # every candidate with its proxy score
     return SearchOutcome(rows, best_row(rows), _jsonable(stats), time.perf_counter() - started)
 
 

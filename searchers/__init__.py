@@ -80,7 +80,8 @@ def searcher_from_config(
         replay_cache_path: Replay-cache file in the run's storage (used when ``llm.replay_cache``).
         epochs_per_trial: ``train.epochs``, so early-stopped trials are marked in the prompt.
         options: Further keyword arguments of the searcher's class that the config does not
-            carry (``space`` of Optuna, ``lr_range`` of hybrid); benchmarks set them.
+            carry (``space`` of Optuna, ``lr_range`` of hybrid, the screening proxy ``screen``);
+            entry points and benchmarks set them.
 
     An empty ``search.vocabulary`` means the shipped generic noun list
     (:func:`searchers.vocabulary.generic_vocabulary`), for the vocabulary searchers and for the
@@ -112,6 +113,8 @@ def searcher_from_config(
         kwargs.update(prompt=llm.prompt, prompt_template=llm.prompt_template or None,
                       detection_feedback=search.detection_feedback,
                       confusion_feedback=search.confusion_feedback)
+    if getattr(search, "screen_candidates", 1) > 1:  # the proxy comes in options["screen"]
+        kwargs["screen_candidates"] = search.screen_candidates
     if search.searcher == "ood":
         kwargs["ood_history"] = search.ood_history
     return create_searcher(search.searcher, **kwargs)

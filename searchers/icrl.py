@@ -29,7 +29,13 @@ from searchers.base import LLMSetSearcher
 from searchers.fallback import fallback_class_set
 from searchers.llm_client import classes_response_format, uses_response_format
 from searchers.parsing import parse_reply
-from searchers.proposer import LLMArg, Proposal, Proposer, Request
+from searchers.proposer import Job, LLMArg, Proposal, Proposer, Request
+from searchers.screening import (
+    CandidateRequest,
+    Screener,
+    candidates_instructions,
+    candidates_response_format,
+)
 from searchers.trials import TrialLog, check_mode
 from searchers.words import usable_words
 
@@ -98,6 +104,11 @@ class ICRLSearcher(LLMSetSearcher):
             searcher comparison shows it helps).
         confusion_feedback: Each history entry names the 3 most confused action pairs of the trial
             ("stirring mistaken for whisking 35%"), beyond the paper's class-wise accuracy.
+        screen_candidates: K > 1 asks the LLM for K different sets per iteration, scores each with
+            ``screen`` and sends the best-scoring one to the trial; all K and their proxy scores
+            join the history (:mod:`searchers.screening`). 1 (default): off.
+        screen: The proxy, ``class_set -> score`` (higher is better), e.g.
+            :meth:`a2o.train.proxy.MapProxy.score`. Required when ``screen_candidates > 1``.
 
     .. warning::
         The API key is read from the environment variable named by the client spec when the client
@@ -161,6 +172,8 @@ class ICRLSearcher(LLMSetSearcher):
         hyperparameters: Optional[HyperparameterSampler] = None,
         detection_feedback: bool = False,
         confusion_feedback: bool = True,
+        screen_candidates: int = 1,
+        screen: Optional[Any] = None,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if not action_names:
@@ -190,6 +203,10 @@ class ICRLSearcher(LLMSetSearcher):
         self.detection_feedback = bool(detection_feedback)
         self.confusion_feedback = bool(confusion_feedback)
 
+        if int(screen_candidates) > 1 and not show_history:
+            raise ValueError("screening needs the history (show_history=True): the LLM learns from the proxy scores")
+        self.screener = Screener(int(screen_candidates), screen) if int(screen_candidates) > 1 else None
+
         self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__)
         self.log = TrialLog(epochs_per_trial=epochs_per_trial)
         self.tried: list[ClassSet] = []  # every suggested set, in order (running ones included)
@@ -210,10 +227,12 @@ class ICRLSearcher(LLMSetSearcher):
                                                detection_feedback=getattr(self, "detection_feedback", False),
                                                confusion_feedback=getattr(self, "confusion_feedback", True))
             pending = prompting.format_pending(self.log.pending())
+            screener = getattr(self, "screener", None)
+            if screener is not None:
+                history += screener.history_block()
         else:
             history, pending = prompting.NO_HISTORY, ""
-        instructions = (prompting.USES_INSTRUCTIONS if self.ask_uses
-                        else prompting.format_instructions(self.response_format))
+        instructions = self._instructions()
         return prompting.render(
             self.template,
             task_description=self.task_description or "Video action recognition.",
@@ -226,10 +245,22 @@ class ICRLSearcher(LLMSetSearcher):
             format_instructions=instructions,
         )
 
+    def _instructions(self) -> str:
+        screener = getattr(self, "screener", None)
+        if screener is not None:
+            return candidates_instructions(screener.k, response_format=self.response_format, uses=self.ask_uses)
+        return prompting.USES_INSTRUCTIONS if self.ask_uses else prompting.format_instructions(self.response_format)
+
     def request(self) -> Request:
         """The next LLM request, snapshotted: prompt, seed, tried sets, reply parser, schema."""
-        if self.ask_uses:
-            schema: Optional[dict[str, Any]] = uses_response_format(self.max_classes, len(self.action_names))
+        screener = getattr(self, "screener", None)
+        if screener is not None and self.response_format == "json_schema":
+            schema: Optional[dict[str, Any]] = candidates_response_format(
+                screener.k, self.max_classes, num_actions=len(self.action_names) if self.ask_uses else 0)
+        elif screener is not None:
+            schema = None
+        elif self.ask_uses:
+            schema = uses_response_format(self.max_classes, len(self.action_names))
         else:
             schema = classes_response_format(self.max_classes) if self.response_format == "json_schema" else None
         return Request(
@@ -238,8 +269,16 @@ class ICRLSearcher(LLMSetSearcher):
             tried=frozenset(c.as_frozenset() for c in self.tried),
             parse=functools.partial(parse_reply, action_names=self.action_names, max_classes=self.max_classes),
             response_format=schema,
-            format_instructions=prompting.format_instructions(self.response_format),
+            format_instructions=(self._instructions() if screener is not None
+                                 else prompting.format_instructions(self.response_format)),
         )
+
+    def _job(self) -> Job:
+        """The background job of the next proposal: one set, or K candidates when screening."""
+        request = self.request()
+        if getattr(self, "screener", None) is None:
+            return request
+        return CandidateRequest(request, self.screener.k, self.action_names, self.max_classes)
 
     def _fallback(self) -> ClassSet:
         return fallback_class_set(
@@ -254,18 +293,60 @@ class ICRLSearcher(LLMSetSearcher):
         self._metric_and_mode()
         if len(self.tried) >= self.num_trials:
             return Searcher.FINISHED
-        if not self.tried and self.initial_classes:
+        screener = getattr(self, "screener", None)
+        screened: dict[str, Any] = {}
+        if screener is not None and screener.busy:  # candidates in, scoring them (also after a restore)
+            picked = screener.poll()
+            if picked is None:
+                return None
+            class_set, screened, proposal = picked
+            if class_set.as_frozenset() in {c.as_frozenset() for c in self.tried}:  # cannot happen: guarded
+                logger.error("screening picked a set already tried; using the fallback instead")
+                class_set, screened = self._fallback(), {**screened, "duplicate_replaced": True}
+            proposal = Proposal(class_set, proposal.source if proposal is not None else "llm")
+        elif not self.tried and self.initial_classes:
             proposal = Proposal(self.initial_classes, "initial")
             self.proposer.record(proposal)
         else:
             if not self.proposer.busy:
                 logger.info("proposal %d of %d: asking the LLM (%d finished trials in the prompt)",
                             len(self.tried) + 1, self.num_trials, len(self.history))
-            proposal = self.proposer.poll(self.request, fallback=self._fallback)
+            proposal = self.proposer.poll(self._job, fallback=self._fallback)
             if proposal is None:
                 return None
+            candidates = proposal.extra.get("candidates") if proposal.source == "llm" else None
+            if screener is not None and candidates:
+                screener.start(len(self.tried) + 1, [ClassSet(tuple(c)) for c in candidates], proposal)
+                return self.suggest(trial_id)  # starts scoring the first candidate
         hyperparameters = self.hyperparameters.sample() if self.hyperparameters is not None else {}
         self.tried.append(proposal.class_set)
         self.log.start(trial_id, proposal.class_set, source=proposal.source, hyperparameters=hyperparameters)
-        return {"classes": list(proposal.class_set), "proposal_source": proposal.source, **hyperparameters}
+        suggestion = {"classes": list(proposal.class_set), "proposal_source": proposal.source, **hyperparameters}
+        if screened:
+            suggestion["screen"] = screened
+        return suggestion
+
+    # ---------------------------------------------------------------- screening, stats and restore
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The proposer's LLM counts, plus the screening counts when screening is on."""
+        screener = getattr(self, "screener", None)
+        if screener is None:
+            return self.proposer.stats
+        return {**self.proposer.stats, "screening": {**screener.stats, "k": screener.k}}
+
+    def screened(self) -> list[dict[str, Any]]:
+        """Every screened candidate with its proxy score (empty when screening is off)."""
+        screener = getattr(self, "screener", None)
+        return screener.records() if screener is not None else []
+
+    def restore(self, checkpoint_path: str) -> None:
+        """:meth:`LLMSetSearcher.restore`; a screening iteration in progress keeps its unscored
+        candidates, and this instance's proxy is used."""
+        live = getattr(self, "screener", None)
+        if live is not None:
+            live.shutdown()
+        super().restore(checkpoint_path)
+        if getattr(self, "screener", None) is not None:
+            self.screener.take_proxy_from(live)
 

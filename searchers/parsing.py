@@ -24,7 +24,7 @@ from typing import Any
 from a2o.detect.classes import MAX_RAW_CHARS, ClassSet, normalise_text, validate_class_text
 from a2o.errors import ClassTextError
 
-__all__ = ["ParsedReply", "parse_reply", "parse_class_reply", "clean_phrase", "split_reply", "clip_reply"]
+__all__ = ["ParsedReply", "parse_reply", "parse_class_reply", "clean_phrase", "split_reply", "clip_reply", "strip_fence"]
 
 _LEAD = re.compile(r"^\s*(?:[-+>\u2022\u00b7\u2013\u2014]+|\*(?=\s)|\(?\d{1,3}[.):\]]|\(?[a-z][.)](?=\s)|\[\s*\])+\s*")
 _PAREN = re.compile(r"\([^)`$<>]*\)|\[[^\]`$<>]*\]")
@@ -70,9 +70,14 @@ def clean_phrase(candidate: str) -> str:
     return validate_class_text(phrase)
 
 
+def strip_fence(text: str) -> str:
+    """The reply without a surrounding Markdown code fence."""
+    return _FENCE.sub("", str(text).strip()).strip()
+
+
 def split_reply(text: str) -> list[str]:
     """Candidate phrases of a reply: the JSON list if it parses, else lines split on , and ;."""
-    body = _FENCE.sub("", str(text).strip()).strip()
+    body = strip_fence(text)
     if body[:1] in "[{":
         try:
             data: Any = json.loads(body)

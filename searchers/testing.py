@@ -171,10 +171,31 @@ class ScriptedLLM:
                 key += "|" + hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
             rng = random.Random(key)
             drawn = rng.sample(self.words, rng.randint(self.min_words, self.max_words))
-            text = json.dumps({"classes": drawn}) if response_format else "\n".join(drawn)
+            k = _candidates_asked(response_format)
+            if k:  # screening (searchers.screening): k sets in one reply
+                sets = [drawn] + [rng.sample(self.words, rng.randint(self.min_words, self.max_words))
+                                  for _ in range(k - 1)]
+                text = json.dumps({"candidates": sets})
+            else:
+                text = json.dumps({"classes": drawn}) if response_format else "\n".join(drawn)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         return ScriptedReply(text=text, prompt_tokens=prompt_tokens, completion_tokens=len(text.split()),
                              latency_s=self.delay_s)
+
+
+def _candidates_asked(response_format: Optional[Mapping[str, Any]]) -> int:
+    """K when ``response_format`` is the screening schema (``candidates_response_format``), else 0."""
+    schema = (response_format or {}).get("json_schema") or {}
+    if schema.get("name") != "candidate_sets":
+        return 0
+    return int(schema["schema"]["properties"]["candidates"]["maxItems"])
+
+
+def hash_proxy(class_set: Sequence[str]) -> float:
+    """A deterministic, picklable stand-in proxy for screening checks: a score in [0, 1) that is a
+    function of the set's texts alone (order-free)."""
+    digest = hashlib.sha256("|".join(sorted(class_set)).encode()).hexdigest()
+    return int(digest[:8], 16) / 2 ** 32
 
 
 @dataclass(frozen=True)

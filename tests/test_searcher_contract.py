@@ -31,6 +31,7 @@ from searchers.testing import (
     check_mode_min_mirrors_max,
     check_tuner_concurrency_limiter,
     check_tuner_restore_min,
+    hash_proxy,
 )
 
 ACTIONS = ("serve", "volley", "smash")
@@ -120,20 +121,22 @@ def factory_for(name: str, *, llm: ScriptedLLMFactory = SCRIPTED, spec: Contract
             return create_searcher(name, vocabulary=list(WORDS), n_startup_trials=2, **common)
         if name == "optuna-slots":  # the practitioner's space of benchmarks/searchers.py
             return create_searcher("optuna", vocabulary=list(WORDS), n_startup_trials=2, space="slots", **common)
-        if name not in LLM_SEARCHERS:
+        if name.removesuffix("-screened") not in LLM_SEARCHERS:
             return create_searcher(name, vocabulary=list(WORDS), **common)
         extra: dict[str, Any] = {"vocabulary": list(WORDS)}
         if name == "ood":
             extra["ood_history"] = OOD_HISTORY
         if name == "hybrid":
             extra.update(lr_range=(1e-5, 1e-3), weight_decay_range=(1e-4, 1e-1))
-        return create_searcher(name, llm=llm,
+        if name == "icrl-screened":  # K = 3 candidates per iteration, scored by a stand-in proxy
+            extra.update(screen_candidates=3, screen=hash_proxy, response_format="json_schema")
+        return create_searcher(name.removesuffix("-screened"), llm=llm,
                                action_names=list(ACTIONS), **extra, **common)
 
     return factory
 
 
-NAMES = ["reference", *sorted(SEARCHER_CLASSES), "optuna-slots"]
+NAMES = ["reference", *sorted(SEARCHER_CLASSES), "optuna-slots", "icrl-screened"]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
@@ -163,7 +166,7 @@ def test_scripted_llm_is_a_function_of_the_request():
 # The default tier runs the cases that matter most for A2O (its param_space is empty) and keeps
 # the file near a minute: an LLM searcher's Tuner run costs ~10 s (Tune re-polls a None suggestion
 # on its next loop tick), a vocabulary searcher's ~3 s. Everything else: -m slow.
-DEFAULT_TUNER_CASES = {("random", "empty"), ("random", "constant"), ("icrl", "empty")}
+DEFAULT_TUNER_CASES = {("random", "empty"), ("random", "constant"), ("icrl", "empty"), ("icrl-screened", "empty")}
 DEFAULT_RESTORE_CASES = {"random"}
 
 

@@ -159,6 +159,36 @@ def test_killed_worker_is_retried_and_search_completes(ray_local, tmp_path):
     assert outcome["best"] is not None
 
 
+@pytest.mark.slow
+def test_screened_icrl_search_trains_the_best_proxy_candidate(ray_local, tmp_path, monkeypatch):
+    """search.screen_candidates: 2 through the service: the LLM gives 2 sets per iteration, the
+    map-only proxy (a2o.train.proxy.ConfigProxy, detecting new classes through the map cache) scores
+    both, and the trial trains the better one; results.json keeps every candidate's proxy score."""
+    from a2o.config import config_from_dict
+    from a2o.service import run_service
+
+    server = FakeLLMServer(["ball, hand\ncup, box", "ball, hand\nfloor, cup, ../etc"], default="hand, box\nball")
+    monkeypatch.setenv("A2O_TEST_KEY", "sk-secret-do-not-log")
+    config = tiny_service_dict(tmp_path, num_trials=2, screen_candidates=2)
+    config["llm"]["base_url"] = server.url
+    outcome = run_service(config_from_dict(config), final_training=False)
+    server.stop()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    trials = results["trials"]
+    screened = results["searcher_stats"]["screened"]
+    assert [s["iteration"] for s in screened] == [1, 1, 2] and all(s["proxy_score"] is not None for s in screened)
+    # iteration 2: ball+hand repeats trial 1 or is running, so it is dropped before screening;
+    # floor+cup keeps its two safe classes
+    assert trials[0]["classes"] in (["ball", "hand"], ["cup", "box"])
+    assert trials[1]["classes"] == ["floor", "cup"]
+    for trial, winner in zip(trials, [max(screened[:2], key=lambda s: s["proxy_score"]), screened[2]], strict=True):
+        assert trial["classes"] == winner["classes"] and winner["sent"]
+        assert trial["screen"]["candidates"] >= 1 and trial["screen"]["proxy_score"] == winner["proxy_score"]
+    assert results["searcher_stats"]["screening"]["k"] == 2
+    assert outcome["best"] is not None
+    assert "sk-secret-do-not-log" not in (tmp_path / "run" / "results.json").read_text()
+
+
 def test_unreachable_llm_fails_at_start(ray_local, tmp_path):
     from a2o.config import config_from_dict
     from a2o.errors import LLMUnavailableError
