@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from a2o.train.stats import format_mean_std, paired_t_test, summarize
+from a2o.train.stats import format_mean_std, paired_t_test, spearman, summarize
 
 __all__ = [
     "best_at",
@@ -247,6 +247,87 @@ def bar_checks(rows: Sequence[MethodRow], runs: Sequence[Run], *, at: int = 8, l
     else:
         bars.append(Bar("ICRL reaches the common target in <= 1/4 of random's trials", "not measured", None))
     return bars
+
+
+SCREENING_HEADERS = ["method", "seeds", "candidates screened", "trained", "Spearman(proxy, full val)",
+                     "proxy s / iteration", "trial-s to reach (proxy incl.)", "best val @8"]
+SCREENED_TRIAL_HEADERS = ["method", "seed", "trial", "classes", "candidates", "proxy score", "full val"]
+
+
+def screened_trials(runs: Sequence[Run]) -> list[tuple[str, int, Mapping[str, Any]]]:
+    """(method, seed, trial row) of every screened trial that got a val accuracy."""
+    out = []
+    for run in runs:
+        for trial in run.get("trials") or []:
+            screen = trial.get("screen") or {}
+            if screen.get("proxy_score") is not None and _finite(trial.get("val_accuracy")):
+                out.append((run["benchmark"]["method"], int(run["benchmark"]["seed"]), trial))
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def seconds_to_reach_total(run: Run, target: float) -> tuple[float, bool]:
+    """Trial-seconds (training + a screened proposal's proxy seconds) up to the first trial at or
+    above ``target``; an unreached run counts all its trial-seconds (a lower bound). -> (s, reached)."""
+    total = 0.0
+    for trial in run.get("trials") or []:
+        total += float(trial.get("time_s") or 0.0)
+        if _finite(trial.get("val_accuracy")) and trial["val_accuracy"] >= target - 1e-12:
+            return total, True
+    return total, False
+
+
+def screening_rows(runs: Sequence[Run], target: float, *, at: int = 8) -> list[list[Any]]:
+    """Per screened method (and plain ICRL, the reference): what screening cost and bought."""
+    by = _by_seed(runs)
+    rows = []
+    screened = screened_trials(runs)
+    for method in sorted(by):
+        seeded = by[method]
+        candidates = sum(len(r.get("screened") or []) for r in seeded.values())
+        if not candidates and method.split("[")[0] != "icrl":
+            continue
+        pairs = [(t["screen"]["proxy_score"], t["val_accuracy"]) for m, _, t in screened if m == method]
+        rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+        iterations = [t for r in seeded.values() for t in r.get("trials") or [] if t.get("screen")]
+        proxy_s = _mean([float(t["screen"].get("proxy_seconds") or 0.0) for t in iterations])
+        reach_s = [seconds_to_reach_total(r, target) for r in seeded.values()]
+        rows.append([
+            method, len(seeded), candidates or "–", len(pairs) or "–", "–" if rho is None else f"{rho:.3f}",
+            "–" if proxy_s is None else f"{proxy_s:.1f}",
+            f"{_mean([s for s, _ in reach_s]):.0f} ({sum(ok for _, ok in reach_s)}/{len(reach_s)} reached)",
+            fmt([best_at(r, at) for r in seeded.values()]),
+        ])
+    return rows
+
+
+def screening_bar(runs: Sequence[Run], method: str, target: float, *, reference: str = "icrl", at: int = 8
+                  ) -> Bar:
+    """Screened ICRL reaches the target in <= 1/2 of plain ICRL's trial-seconds, with a best@8 not lower."""
+    by = _by_seed(runs)
+    claim = f"{method} reaches the target in <= 1/2 of {reference}'s trial-seconds, best@{at} not lower"
+    if method not in by or reference not in by:
+        return Bar(claim, "not measured", None)
+    seeds = sorted(set(by[method]) & set(by[reference]))
+    if not seeds:
+        return Bar(claim, "not measured (no common seed)", None)
+    s_m = _mean([seconds_to_reach_total(by[method][s], target)[0] for s in seeds])
+    s_r = _mean([seconds_to_reach_total(by[reference][s], target)[0] for s in seeds])
+    b_m = _mean([best_at(by[method][s], at) for s in seeds])
+    b_r = _mean([best_at(by[reference][s], at) for s in seeds])
+    met = bool(s_m <= s_r / 2.0 and b_m >= b_r - 1e-12)
+    return Bar(claim, f"{method} {s_m:.0f} s, best@{at} {b_m:.3f}; {reference} {s_r:.0f} s, best@{at} {b_r:.3f} "
+                      f"(target {target:.3f}; unreached runs count all their trial-seconds)", met, len(seeds))
+
+
+def screened_trial_rows(runs: Sequence[Run]) -> list[list[Any]]:
+    """Proxy against full val accuracy for every screened candidate that got a trial."""
+    return [[m, seed, t.get("iteration"), ", ".join(t.get("classes") or []), t["screen"].get("candidates"),
+             f"{t['screen']['proxy_score']:.3f}", f"{t['val_accuracy']:.3f}"]
+            for m, seed, t in sorted(screened_trials(runs), key=lambda x: (x[0], x[1], x[2].get("iteration") or 0))]
 
 
 def table8_rows(results: Mapping[str, Mapping[int, Mapping[str, Any]]], *, reference: str = "rgb") -> list[list[Any]]:

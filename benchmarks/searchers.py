@@ -63,7 +63,7 @@ TASK = ("A2O-Synth household: short, low-resolution, top-down clips of someone d
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
 BASELINES = ("optuna", "optuna-slots", "random")  # LLM-free: the longer budget (--baseline-trials)
 ALL_SEARCHERS = (*LLM_SEARCHERS, *BASELINES)
-OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold", "icrl-noconf")  # ICRL variants, run when asked for
+OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold", "icrl-noconf", "icrl-k4", "icrl-k8")  # run when asked for
 DEFAULT_ASHA = ("icrl", "random")
 # ICRL variants tried when ICRL misses a bar (opt-in: --searchers icrl-df,icrl-cold,icrl-noconf):
 # name -> (registered searcher, search-config changes, llm-config changes)
@@ -72,6 +72,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "icrl-df": ("icrl", {"detection_feedback": True}, {}),  # names the classes the detector never found
     "icrl-cold": ("icrl", {}, {"temperature": 0.2}),  # benchmarks/llm_agent.py: best first-proposal recall
     "icrl-noconf": ("icrl", {"confusion_feedback": False}, {}),  # the paper's history: is the feedback worth it?
+    # screened ICRL (issue: K candidates per iteration, the map-only proxy picks the one to train)
+    "icrl-k4": ("icrl", {"screen_candidates": 4}, {}),
+    "icrl-k8": ("icrl", {"screen_candidates": 8}, {}),
 }
 CHECKPOINTS = (8,)  # budgets at which a longer run's best-so-far model is also tested (best@8)
 # OOD-history: the history of an ICRL search on another world, as the paper injects Kinetics
@@ -422,9 +425,19 @@ def make_searcher(bench: Bench, method: Method, *, seed: int, trials: int, ood_h
         options["space"] = "slots"
     if method.llm is not None and method.llm.llm is None and search.searcher != "pool":  # scripted: built below
         options.update(detection_feedback=search.detection_feedback, confusion_feedback=search.confusion_feedback)
+        if search.screen_candidates > 1:
+            options["screen_candidates"] = search.screen_candidates
     if method.searcher == "ood":
         search = dataclasses.replace(search, ood_history=ood_history or "")
         options["ood_label"] = OOD_LABEL
+    if search.screen_candidates > 1:
+        # The map-only proxy over this bench's map cache, one per search (its feature memo starts
+        # cold, so each search pays for reading its own candidates' maps; the map cache is shared,
+        # as a user's is). Train and val only.
+        from a2o.train.proxy import MapProxy
+
+        options["screen"] = MapProxy(lambda class_set: _maps_for(bench, class_set, ("train", "val"))[0],
+                                     bench.splits["train"], bench.splits["val"], len(bench.labels), seed=seed)
     if method.searcher == "hybrid":
         # {lr, wd} around the recipe's lr. The searcher's default range, 1e-5..1e-3, is a fine-tune
         # range for a pretrained V-JEPA2; with it, this frozen tiny model stayed at chance on 2 of
@@ -591,8 +604,10 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
             "epochs": last["epoch"] if last else 0,
             "val_accuracy_per_epoch": [m["val_accuracy"] for m in run.metrics] if run else [],
             "maps_computed": run.maps_computed if run else 0, "maps_reused": run.maps_reused if run else 0,
-            "time_s": run.wall_s if run else 0.0, "error": error,
-            "stopped_early": bool(run and run.stopped_early),
+            # a screened proposal's proxy seconds (its candidates' detection and scoring) count as the trial's
+            "time_s": (run.wall_s if run else 0.0) + float((config.get("screen") or {}).get("proxy_seconds") or 0.0),
+            "error": error, "stopped_early": bool(run and run.stopped_early),
+            **({"screen": config["screen"]} if config.get("screen") else {}),
         }
         rows.append(row)
         if last and (best_row is None or last["val_accuracy"] > best_row["val_accuracy"]):
@@ -613,13 +628,14 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
     final = best_final
     stats = dict(getattr(searcher, "stats", {}) or {})
     stats.pop("per_suggestion", None)
+    screened = searcher.screened() if hasattr(searcher, "screened") else []
     config = config_to_dict(bench.cfg)
     search, _ = method_config(bench, method, seed=seed, trials=trials)  # a config a2o reads back ('optuna', not 'optuna-slots')
     config["search"].update(searcher=search.searcher, scheduler=search.scheduler, num_trials=trials, seed=seed)
     return {
         "config": config, "searcher": method.searcher, "scheduler": method.scheduler, "trials": rows,
         "best_trial": best_row, "searcher_stats": stats, "search_seconds": search_seconds, "final": final,
-        "final_at": final_at,
+        "final_at": final_at, **({"screened": screened} if screened else {}),
         "benchmark": {"method": method.name, "seed": seed, "llm": method.llm.label if method.llm else None,
                       "llm_endpoint": method.llm.describe() if method.llm else None, "world": bench.world,
                       "driver": "in-process trials (a2o.train.epoch.run_epochs), Searcher API driven directly",
@@ -934,11 +950,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from benchmarks.comparison import (
         METHOD_HEADERS,
+        SCREENED_TRIAL_HEADERS,
+        SCREENING_HEADERS,
         TABLE8_HEADERS,
         bar_checks,
         common_target,
         markdown_table,
         method_rows,
+        screened_trial_rows,
+        screening_bar,
+        screening_rows,
         table8_rows,
     )
 
@@ -1078,7 +1099,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown_table(METHOD_HEADERS, [r.cells() for r in rows])
     llm_tag = next((f"[{c.label}]" for c in llms if c.label != "local"), "")  # the method names' LLM suffix
     bars = bar_checks(rows, runs, llm_tag=llm_tag)
+    screened_methods = sorted({r["benchmark"]["method"] for r in runs if r.get("screened")})
+    bars += [screening_bar(runs, m, target, reference="icrl" + llm_tag) for m in screened_methods]
     bar_lines = [f"- {b.verdict(args.seeds)}: {b.claim}: {b.figures}" for b in bars]
+    screen_rows = screening_rows(runs, target) if screened_methods else []
+    screen_note = ("Screened ICRL: K candidate sets per LLM request, each scored by the map-only proxy "
+                   "(a2o/train/proxy.py: logistic regression on pooled detector maps, train split, scored on val "
+                   "as the mean true-class probability); the best is trained. Spearman over the screened "
+                   "candidates that got a trial. Trial-seconds include the proxy's seconds (its detection "
+                   "and map reading); LLM seconds are in the per-method table.")
+    screen_text = ["", "Screening (proxy vs full trial):", markdown_table(SCREENING_HEADERS, screen_rows), "",
+                   screen_note] if screen_rows else []
     t8_rows = table8_rows(retrains) if retrains else []
     t8 = markdown_table(TABLE8_HEADERS, t8_rows) if t8_rows else (
         "(no Table-8 block: no ICRL run, --table8-seeds 0, or its retrains have not run yet: they start "
@@ -1095,8 +1126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "Scene classes (the world's regions) are known to this analysis only, never to a searcher.")
     footer = (f"\ncommand: {command}\nwall time: {wall:.0f} s for this invocation ({reused['runs']} results reused "
               f"by --resume) on {os.cpu_count()} CPU cores, no GPU; {args.jobs} jobs; LLM: {llm_text}\n{notes}\n")
-    text = "\n".join([table, "", "Bars:", *bar_lines, "", "Table 8 (best ICRL set vs RGB only):", t8, "", t8_note,
-                      footer])
+    text = "\n".join([table, "", "Bars:", *bar_lines, *screen_text, "", "Table 8 (best ICRL set vs RGB only):", t8,
+                      "", t8_note, footer])
     print("\n" + text)
     with open(os.path.join(out_dir, "summary.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
@@ -1109,6 +1140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              "note": ""},
             {"title": "Table 8: best ICRL set vs RGB only, and without its scene classes", "headers": TABLE8_HEADERS,
              "rows": t8_rows, "note": t8_note},
+            *([{"title": "Screening: proxy vs full trial", "headers": SCREENING_HEADERS, "rows": screen_rows,
+                "note": screen_note},
+               {"title": "Screened trials: proxy score against full val accuracy", "headers": SCREENED_TRIAL_HEADERS,
+                "rows": screened_trial_rows(runs), "note": ""}] if screen_rows else []),
         ],
         "llm": [c.describe() for c in llms], "command": command, "wall_s": wall,
     })

@@ -273,3 +273,40 @@ def test_a_checkpoint_of_another_search_or_a_corrupt_one_is_ignored_and_logged(t
     run_search(bench, Method("random", "fifo", None), seed=0, trials=3, progress_path=str(path))
     assert len(calls) == 3  # started over, and the checkpoint is whole again
     assert len(json.loads(path.read_text())["entries"]) == 3
+
+
+def test_screening_rows_spearman_and_the_half_the_seconds_bar():
+    from a2o.train.stats import spearman
+    from benchmarks.comparison import (
+        screened_trial_rows,
+        screening_bar,
+        screening_rows,
+        seconds_to_reach_total,
+    )
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.866, abs=1e-3)  # a tie shares its mean rank
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+    def screened(method, seed, values, proxies, seconds):
+        r = run(method, seed, values, seconds=seconds)
+        for trial, proxy in zip(r["trials"], proxies, strict=True):
+            trial["screen"] = {"candidates": 4, "proxy_score": proxy, "proxy_seconds": 2.0}
+        r["screened"] = [{}] * (4 * len(values))
+        return r
+
+    runs = [run("icrl", s, [0.1, 0.2, 0.5], seconds=100.0) for s in range(2)]
+    runs += [screened("icrl-k4", s, [0.3, 0.5, 0.4], [0.2, 0.6, 0.5], 40.0) for s in range(2)]
+    assert seconds_to_reach_total(runs[0], 0.5) == (300.0, True)
+    assert seconds_to_reach_total(runs[0], 0.9) == (300.0, False)
+    rows = {r[0]: r for r in screening_rows(runs, target=0.5)}
+    assert rows["icrl-k4"][2:5] == [24, 6, "1.000"] and rows["icrl-k4"][5] == "2.0"
+    assert rows["icrl-k4"][6] == "80 (2/2 reached)" and rows["icrl"][6] == "300 (2/2 reached)"
+    bar = screening_bar(runs, "icrl-k4", 0.5)
+    assert bar.met is True and bar.seeds == 2 and "icrl-k4 80 s" in bar.figures
+    slow = [r if r["benchmark"]["method"] == "icrl" else screened("icrl-k4", r["benchmark"]["seed"], [0.3, 0.4, 0.5],
+                                                                    [0.1, 0.2, 0.3], 90.0) for r in runs]
+    assert screening_bar(slow, "icrl-k4", 0.5).met is False  # 270 s is more than half of 300 s
+    assert screening_bar(runs, "icrl-k8", 0.5).met is None
+    assert len(screened_trial_rows(runs)) == 6 and screened_trial_rows(runs)[0][5:] == ["0.200", "0.300"]

@@ -174,6 +174,8 @@ class MapProxy:
                  result.seconds, computed, ", ".join(class_set))
         return result
 
+    __call__ = score  # a proxy is a callable class_set -> score (searchers.screening)
+
     def _fit_and_score(self, x_train: np.ndarray, x_val: np.ndarray) -> tuple[float, float]:
         import torch
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from a2o.errors import require
 
-__all__ = ["SummaryStats", "PairedTTest", "summarize", "paired_t_test", "format_mean_std"]
+__all__ = ["SummaryStats", "PairedTTest", "summarize", "paired_t_test", "format_mean_std", "spearman"]
 
 _ZERO_VARIANCE_RTOL = 1e-12
 
@@ -133,3 +133,29 @@ def format_mean_std(summary: SummaryStats, digits: int = 3) -> str:
     if math.isnan(summary.std):
         return f"{summary.mean:.{digits}f} (n={summary.n})"
     return f"{summary.mean:.{digits}f} ± {summary.std:.{digits}f} (n={summary.n})"
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1, ties sharing their mean rank."""
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    for value in np.unique(values):
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of paired values (ties get mean ranks); None below 3 pairs or
+    when either side is constant."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"spearman needs paired values; got {x.size} and {y.size}")
+    if x.size < 3:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
