@@ -310,3 +310,15 @@ def test_screening_rows_spearman_and_the_half_the_seconds_bar():
     assert screening_bar(slow, "icrl-k4", 0.5).met is False  # 270 s is more than half of 300 s
     assert screening_bar(runs, "icrl-k8", 0.5).met is None
     assert len(screened_trial_rows(runs)) == 6 and screened_trial_rows(runs)[0][5:] == ["0.200", "0.300"]
+
+
+def test_proxy_check_reads_only_full_length_finished_trials(tmp_path):
+    from benchmarks.proxy_check import trained_sets
+
+    folder = tmp_path / "runs" / "icrl_seed1"
+    folder.mkdir(parents=True)
+    trials = [{"classes": ["cup"], "val_accuracy": 0.3}, {"classes": ["mop"], "val_accuracy": None},
+              {"classes": ["rug"], "val_accuracy": 0.2, "stopped_early": True},
+              {"classes": ["pan"], "val_accuracy": float("nan")}]
+    (folder / "results.json").write_text(json.dumps({"benchmark": {"method": "icrl", "seed": 1}, "trials": trials}))
+    assert trained_sets(str(tmp_path)) == [("icrl", 1, ["cup"], 0.3)]

@@ -400,3 +400,15 @@ def overlay_grid(
     """Write :func:`overlay_figure` as a PNG; returns (path, what its legends list)."""
     figure, legend = overlay_figure(videos, classes, title=title, regions=regions)
     return _save(figure, path), legend
+
+
+def scatter_plot(points: Sequence[tuple[float, float]], path: str, *, xlabel: str, ylabel: str, title: str) -> str:
+    """A plain scatter of (x, y) points, written to ``path`` (PNG)."""
+    figure = _figure(5.0, 4.2)
+    axis = figure.add_subplot(1, 1, 1)
+    axis.scatter([x for x, _ in points], [y for _, y in points], s=14, alpha=0.7)
+    axis.set_xlabel(_plain(xlabel))
+    axis.set_ylabel(_plain(ylabel))
+    axis.set_title(_plain(title), fontsize=9)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
