@@ -208,7 +208,8 @@ class TrialRow:
     error: str | None = None
     """First line of the trial's error (at most 300 characters), None when it did not fail."""
     screen: dict[str, Any] | None = None
-    """Screened ICRL: how the set was picked (candidates, its proxy score, the proxy's seconds)."""
+    """Screened ICRL: how the set was picked (candidates, its proxy score, the proxy's seconds; the
+    record's ``wall_time_s`` includes those seconds)."""
 
     def to_dict(self) -> dict[str, Any]:
         row = {

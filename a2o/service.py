@@ -239,6 +239,9 @@ def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
         )
         if record.status == "ok" and record.epochs is not None and record.epochs < epochs_per_trial:
             record = record.with_status("early_stopped")
+        screen = dict(config["screen"]) if isinstance(config.get("screen"), dict) else None
+        if screen and record.wall_time_s is not None:  # a screened proposal's proxy time is the trial's too
+            record = dataclasses.replace(record, wall_time_s=record.wall_time_s + float(screen.get("proxy_seconds") or 0.0))
         rows.append(
             TrialRow(
                 iteration=index + 1,
@@ -250,7 +253,7 @@ def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
                 maps_computed=int(metrics.get("maps_computed") or 0),
                 maps_reused=int(metrics.get("maps_reused") or 0),
                 error=error,
-                screen=dict(config["screen"]) if isinstance(config.get("screen"), dict) else None,
+                screen=screen,
             )
         )
     return rows

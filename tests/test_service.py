@@ -184,6 +184,7 @@ def test_screened_icrl_search_trains_the_best_proxy_candidate(ray_local, tmp_pat
     for trial, winner in zip(trials, [max(screened[:2], key=lambda s: s["proxy_score"]), screened[2]], strict=True):
         assert trial["classes"] == winner["classes"] and winner["sent"]
         assert trial["screen"]["candidates"] >= 1 and trial["screen"]["proxy_score"] == winner["proxy_score"]
+        assert trial["wall_time_s"] > trial["screen"]["proxy_seconds"] > 0  # training + the proxy's seconds
     assert results["searcher_stats"]["screening"]["k"] == 2
     assert outcome["best"] is not None
     assert "sk-secret-do-not-log" not in (tmp_path / "run" / "results.json").read_text()
