@@ -271,6 +271,11 @@ class SearchConfig:
         factory=True,
     )
     max_reasks: int = _f(2, "Re-asks of the LLM after an unusable reply before the logged fallback.")
+    max_fallback_share: float = _f(
+        0.5,
+        "LLM searchers: stop the search with an error once 2 or more proposals, and more than this share "
+        "of them, were fallbacks (the LLM is not steering it; fix it and --resume). 1.0 = never stop.",
+    )
     ood_history: str = _f("", "For searcher 'ood': path of another run's results.json to inject.")
     detection_feedback: bool = _f(
         False,
@@ -307,6 +312,7 @@ class SearchConfig:
         _check(self.max_concurrent >= 1, "search.max_concurrent", "must be >= 1")
         _check(1 <= self.max_classes <= 64, "search.max_classes", "must be in [1, 64]")
         _check(self.max_reasks >= 0, "search.max_reasks", "must be >= 0")
+        _check(0.0 <= self.max_fallback_share <= 1.0, "search.max_fallback_share", "must be in [0, 1]")
         _check(isinstance(self.initial_classes, list), "search.initial_classes", "must be a list")
         if self.initial_classes:  # user text enters here: the one class-text rule, at load time
             try:

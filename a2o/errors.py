@@ -86,6 +86,11 @@ class LLMReplyError(LLMError):
     """The LLM replied, but the reply yields no usable proposal."""
 
 
+class FallbackLimitError(LLMError):
+    """Too many of a search's proposals were fallbacks (``search.max_fallback_share``): the LLM is
+    not steering it. The search's state is saved; fix the LLM and resume."""
+
+
 class MissingDependencyError(A2OError, ImportError):
     """An optional dependency is not installed; the message says which extra to install."""
 

@@ -110,14 +110,26 @@ def _trial_callback_class():
             self.bars: dict[str, Any] = {}
             self.best: tuple[float, list[str]] | None = None
 
-        def _number(self, trial) -> int:
+        def _number(self, trial, trials=None) -> int:
+            """The trial's place in the search: its index in Tune's trial list (creation order,
+            restored trials included), so a resumed search goes on numbering where it stopped."""
+            if trial.trial_id not in self.numbers and trials is not None and trial in trials:
+                self.numbers[trial.trial_id] = trials.index(trial) + 1
             return self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
 
+        def on_step_begin(self, iteration, trials, **info):
+            for index, trial in enumerate(trials):  # restored trials keep their numbers
+                self.numbers.setdefault(trial.trial_id, index + 1)
+
         def on_trial_start(self, iteration, trials, trial, **info):
-            number = self._number(trial)
+            number = self._number(trial, trials)
             classes = list(trial.config.get("classes") or [])
+            source = str(trial.config.get("proposal_source", "-"))
             log.info("[trial %2d] started    %s (source=%s)", number,
-                     ", ".join(classes) or "(no classes: RGB only)", trial.config.get("proposal_source", "-"))
+                     ", ".join(classes) or "(no classes: RGB only)", source)
+            if source.startswith("fallback"):
+                log.warning("[trial %2d] FALLBACK (%s): the LLM gave no usable set, so this set is an edit of "
+                            "the best one so far; the log's LLM warnings say why", number, source.split(":", 1)[-1])
             self.bars[trial.trial_id] = progress(
                 self.epochs, f"[trial {number:2d}] training", log, unit="epochs", interval_s=30.0
             )
@@ -216,11 +228,26 @@ class SearchOutcome:
     seconds: float = 0.0
 
 
+def _creation_order(results) -> list:
+    """Tune's results in the order their trials were created. A ResultGrid of a resumed search
+    is not in that order; a trial id ends in the search generator's counter (``…_00003``), which
+    a restore continues."""
+    import re
+
+    def key(item):
+        index, result = item
+        trial_id = str((result.metrics or {}).get("trial_id") or "")
+        match = re.search(r"_(\d+)$", trial_id)
+        return (int(match.group(1)) if match else index, index)
+
+    return [result for _, result in sorted(enumerate(results), key=key)]
+
+
 def trial_rows(results, epochs_per_trial: int) -> list[TrialRow]:
-    """Tune's results as rows, in Tune's order. A trial that ended without error before
-    ``epochs_per_trial`` epochs was stopped by the scheduler (ASHA): ``early_stopped``."""
+    """Tune's results as rows, in the order the trials were created. A trial that ended without
+    error before ``epochs_per_trial`` epochs was stopped by the scheduler (ASHA): ``early_stopped``."""
     rows = []
-    for index, result in enumerate(results):
+    for index, result in enumerate(_creation_order(results)):
         config = dict(result.config or {})
         metrics = dict(result.metrics or {})
         history = result.metrics_dataframe
@@ -329,12 +356,56 @@ def preflight_llm(cfg: ExperimentConfig, llm_base_url: str | None) -> None:
         log.warning("%s; llm.on_unreachable=fallback: proposals will be fallback edits", exc)
 
 
+def build_searcher(cfg: ExperimentConfig, labels: list[str], llm_base_url: str | None):
+    """The searcher of ``cfg.search`` (``llm_base_url``: the embedded server's URL for 'local')."""
+    import searchers
+
+    options = {}
+    if cfg.search.screen_candidates > 1:
+        from a2o.train.proxy import ConfigProxy
+
+        options["screen"] = ConfigProxy(cfg)  # detects new classes through the map cache, then scores
+    return searchers.searcher_from_config(
+        cfg.search,
+        cfg.llm,
+        action_names=[label for label in labels if not label.startswith("label_")],
+        llm_base_url=llm_base_url,
+        replay_cache_path=os.path.join(local_dir(cfg.storage.root), "llm_replay.jsonl"),
+        epochs_per_trial=cfg.train.epochs,
+        options=options,
+    )
+
+
+def current_llm_spec(cfg: ExperimentConfig, llm_base_url: str | None):
+    """This run's LLM endpoint as a client spec, or None when the searcher uses no LLM."""
+    from searchers import LLM_SEARCHERS
+    from searchers.llm_client import LLMClientSpec
+
+    if cfg.search.searcher not in LLM_SEARCHERS:
+        return None
+    return LLMClientSpec.from_config(cfg.llm, base_url=llm_base_url,
+                                     cache_path=os.path.join(local_dir(cfg.storage.root), "llm_replay.jsonl"))
+
+
+def saved_searcher(cfg: ExperimentConfig, labels: list[str], llm_base_url: str | None, experiment_dir: str):
+    """A searcher restored from the state Tune saved in ``experiment_dir`` (None, logged, when it
+    cannot be read): what a resumed search reports as its statistics."""
+    try:
+        searcher = build_searcher(cfg, labels, llm_base_url)
+        searcher.restore_from_dir(experiment_dir)
+        return searcher
+    except Exception as exc:  # noqa: BLE001 - the search itself finished; only its stats are missing
+        log.warning("the searcher's saved state in %s could not be read (%s: %s); results.json will have no "
+                    "searcher_stats", experiment_dir, type(exc).__name__, exc)
+        return None
+
+
 def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False, llm_base_url: str | None = None) -> SearchOutcome:
     """Run (or resume) the Tune search; every trial's outcome as plain rows."""
     from ray import tune
 
-    import searchers
     from a2o.train.trial import orphaned_group_release, reuse_trial_actors, trainable_for
+    from searchers.llm_client import use_endpoint
 
     started = time.perf_counter()
     storage = absolute_if_local(cfg.storage.path("tune"))
@@ -347,20 +418,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
     else:
         if resume:
             log.warning("--resume: no search to restore at %s; starting a new one", experiment_dir)
-        options = {}
-        if cfg.search.screen_candidates > 1:
-            from a2o.train.proxy import ConfigProxy
-
-            options["screen"] = ConfigProxy(cfg)  # detects new classes through the map cache, then scores
-        searcher = searchers.searcher_from_config(
-            cfg.search,
-            cfg.llm,
-            action_names=[label for label in labels if not label.startswith("label_")],
-            llm_base_url=llm_base_url,
-            replay_cache_path=os.path.join(local_dir(cfg.storage.root), "llm_replay.jsonl"),
-            epochs_per_trial=cfg.train.epochs,
-            options=options,
-        )
+        searcher = build_searcher(cfg, labels, llm_base_url)
         scheduler = build_scheduler(cfg)
         tuner = tune.Tuner(
             trainable,
@@ -381,8 +439,12 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
                 verbose=0,
             ),
         )
-    with _without_auto_loggers():  # our _result_loggers: JSON and CSV, TensorBoard only if asked
+    # A restored searcher talks to THIS run's LLM endpoint (a new embedded server port, an edited
+    # config), never to the URL pickled in the experiment state.
+    with _without_auto_loggers(), use_endpoint(current_llm_spec(cfg, llm_base_url)):
         results = tuner.fit()
+    if searcher is None:  # resumed: the searcher's state (stats, history) as Tune saved it last
+        searcher = saved_searcher(cfg, labels, llm_base_url, experiment_dir)
     finished = results.num_terminated + results.num_errors
     # Tune returns normally on Ctrl-C. Every A2O searcher fills its budget, so fewer finished
     # trials than search.num_trials means the search was interrupted.
@@ -559,4 +621,22 @@ def run_service(
         final = train_and_evaluate_best(cfg, outcome.best.record.class_set, labels, manifest, runtime=eval_runtime)
     path = write_results(cfg, outcome, final)
     log.info("results: %s (%.1f s in all)", path, time.perf_counter() - started)
-    return {"results": path, "best": outcome.best, "final": final, "num_trials": len(outcome.trials)}
+    return {"results": path, "best": outcome.best, "final": final, "num_trials": len(outcome.trials),
+            "searcher_stats": outcome.searcher_stats}
+
+
+def proposal_summary(stats: dict[str, Any]) -> str | None:
+    """'8 proposals: 6 from the LLM, 2 fallbacks (unreachable 1, unusable 1)', or None without LLM stats."""
+    if not stats or "suggestions" not in stats:
+        return None
+    causes: dict[str, int] = {}
+    for entry in stats.get("per_suggestion") or []:
+        source = str(entry.get("source", ""))
+        if source.startswith("fallback"):
+            cause = source.split(":", 1)[-1]
+            causes[cause] = causes.get(cause, 0) + 1
+    fallbacks = int(stats.get("fallbacks") or 0)
+    text = f"{stats['suggestions']} proposals: {stats['suggestions'] - fallbacks} from the LLM or the config, {fallbacks} fallbacks"
+    if causes:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(causes.items())) + ")"
+    return text

@@ -51,6 +51,7 @@ import numpy as np
 
 from a2o.detect.classes import ClassSet
 from benchmarks._common import Geometry
+from searchers.llm_client import public_url
 from searchers.vocabulary import generic_vocabulary
 
 log = logging.getLogger("benchmarks.searchers")
@@ -327,18 +328,6 @@ class LLMChoice:
                 "api_key_env": self.llm.api_key_env if self.llm is not None and self.label == "remote" else ""}
 
 
-def public_url(url: str) -> str:
-    """``url`` without user:password, so results never carry a credential embedded in it."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def llm_choices(mode: str, out_dir: str, stack: list, *, model: str = "", api_key_env: str = "OPENAI_API_KEY",
                 temperature: float = 0.7, llm_threads: int | None = None) -> list[LLMChoice]:
     """The LLM endpoint of the LLM searchers: ``local`` (starts the embedded server), ``fake``,
@@ -404,8 +393,9 @@ def is_llm_method(name: str) -> bool:
 def method_config(bench: Bench, method: Method, *, seed: int, trials: int):
     """The bench config's ``search``/``llm`` sections for ``method``: what a user's config would say."""
     searcher, search_options, llm_options = VARIANTS.get(method.searcher, (method.searcher, {}, {}))
+    # A comparison records its fallbacks (the table's share), it never stops on them.
     search = dataclasses.replace(bench.cfg.search, searcher=searcher, scheduler=method.scheduler,
-                                 num_trials=trials, seed=seed, **search_options)
+                                 num_trials=trials, seed=seed, max_fallback_share=1.0, **search_options)
     llm = method.llm.llm if method.llm is not None and method.llm.llm is not None else bench.cfg.llm
     return search, dataclasses.replace(llm, **llm_options)
 

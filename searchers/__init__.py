@@ -104,6 +104,7 @@ def searcher_from_config(
         action_names=action_names,
         task_description=search.task_description,
         max_reasks=search.max_reasks,
+        max_fallback_share=getattr(search, "max_fallback_share", None),
         initial_classes=search.initial_classes or None,
         vocabulary=vocabulary,
         response_format=response_format,

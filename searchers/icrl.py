@@ -107,6 +107,8 @@ class ICRLSearcher(LLMSetSearcher):
         screen_candidates: K > 1 asks the LLM for K different sets per iteration, scores each with
             ``screen`` and sends the best-scoring one to the trial; all K and their proxy scores
             join the history (:mod:`searchers.screening`). 1 (default): off.
+        max_fallback_share: Stop with :class:`~a2o.errors.FallbackLimitError` once 2+ proposals, and
+            more than this share of them, were fallbacks (:class:`~searchers.proposer.Proposer`). None: never.
         screen: The proxy, ``class_set -> score`` (higher is better), e.g.
             :meth:`a2o.train.proxy.MapProxy.score`. Required when ``screen_candidates > 1``.
 
@@ -166,6 +168,7 @@ class ICRLSearcher(LLMSetSearcher):
         prompt_template: Optional[str] = None,
         response_format: str = "text",
         epochs_per_trial: Optional[int] = None,
+        max_fallback_share: Optional[float] = None,
         show_history: bool = True,
         injected_history: Sequence[TrialRecord] = (),
         injected_label: str = "another dataset",
@@ -207,7 +210,8 @@ class ICRLSearcher(LLMSetSearcher):
             raise ValueError("screening needs the history (show_history=True): the LLM learns from the proxy scores")
         self.screener = Screener(int(screen_candidates), screen) if int(screen_candidates) > 1 else None
 
-        self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__)
+        self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__,
+                                 max_fallback_share=max_fallback_share)
         self.log = TrialLog(epochs_per_trial=epochs_per_trial)
         self.tried: list[ClassSet] = []  # every suggested set, in order (running ones included)
         self._rng = random.Random(self.seed)  # the fallback's stream

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -47,6 +48,8 @@ __all__ = [
     "classes_response_format",
     "uses_response_format",
     "llama_cpp_response_format",
+    "public_url",
+    "use_endpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,10 +296,65 @@ class LLMClientSpec:
         )
 
     def build(self) -> LLMClient:
-        return LLMClient(self)
+        """A client for this spec, or for this process's current endpoint (:func:`use_endpoint`)."""
+        return LLMClient(self.resolved())
 
     def __call__(self) -> LLMClient:
         return self.build()
+
+    def resolved(self) -> LLMClientSpec:
+        """This spec with the endpoint fields of the run that resumes it, when one is registered.
+
+        A searcher pickled by one run (Tune's experiment state) is unpickled by the next, whose
+        embedded server listens on a new port and whose config may name another endpoint. The
+        endpoint is the current run's, never the pickled URL: ``base_url``, ``model``, the key's
+        variable, timeouts and the replay-cache file come from :func:`use_endpoint`; the sampling
+        fields (temperature, seed, max_tokens) stay the search's own.
+        """
+        current = _CURRENT_ENDPOINT
+        if current is None:
+            return self
+        changed = {name: getattr(current, name) for name in ENDPOINT_FIELDS
+                   if getattr(current, name) != getattr(self, name)}
+        if not changed:
+            return self
+        if "base_url" in changed:
+            logger.info("LLM client: using this run's endpoint %s (the restored searcher was saved with %s)",
+                        public_url(current.base_url), public_url(self.base_url))
+        return dataclasses.replace(self, **changed)
+
+
+ENDPOINT_FIELDS = ("base_url", "model", "api_key_env", "timeout_s", "max_retries", "cache_path", "schema_form")
+"""What :meth:`LLMClientSpec.resolved` takes from the current run: where and how to reach the LLM."""
+
+_CURRENT_ENDPOINT: Optional[LLMClientSpec] = None
+
+
+@contextlib.contextmanager
+def use_endpoint(spec: Optional[LLMClientSpec]):
+    """Within the block, every client built in this process talks to ``spec``'s endpoint.
+
+    Entry points wrap a search in it (``a2o search``, also on ``--resume``), so a searcher restored
+    from a previous run's state reaches the LLM of this run. ``None`` leaves specs as they are.
+    """
+    global _CURRENT_ENDPOINT
+    previous, _CURRENT_ENDPOINT = _CURRENT_ENDPOINT, spec
+    try:
+        yield spec
+    finally:
+        _CURRENT_ENDPOINT = previous
+
+
+def public_url(url: str) -> str:
+    """``url`` without user:password or query, so logs and results never carry a credential in it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class LLMClient:

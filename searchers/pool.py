@@ -41,7 +41,7 @@ class PromptPoolSearcher(LLMSetSearcher):
         action_names: As :class:`~searchers.icrl.ICRLSearcher`.
         pool_size: Most objects in the enumerated pool.
         task_description, max_classes, num_trials, target_classes, max_reasks, metric, mode, seed,
-        initial_classes, vocabulary, response_format, epochs_per_trial: As
+        initial_classes, vocabulary, response_format, epochs_per_trial, max_fallback_share: As
             :class:`~searchers.icrl.ICRLSearcher` (the pool templates are fixed: no ``prompt``).
 
     .. warning::
@@ -89,6 +89,7 @@ class PromptPoolSearcher(LLMSetSearcher):
         vocabulary: Optional[Sequence[str]] = None,
         response_format: str = "text",
         epochs_per_trial: Optional[int] = None,
+        max_fallback_share: Optional[float] = None,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if not action_names:
@@ -112,7 +113,8 @@ class PromptPoolSearcher(LLMSetSearcher):
         self.enumerate_template = prompting.load_template("pool_enumerate")
         self.combine_template = prompting.load_template("pool_combine")
 
-        self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__)
+        self.proposer = Proposer(llm, max_reasks=max_reasks, label=type(self).__name__,
+                                 max_fallback_share=max_fallback_share)
         self.log = TrialLog(epochs_per_trial=epochs_per_trial)
         self.tried: list[ClassSet] = []  # every suggested set, in order (running ones included)
         self._rng = random.Random(self.seed)  # the fallback's stream

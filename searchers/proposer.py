@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from a2o.detect.classes import ClassSet
-from a2o.errors import LLMReplyError, LLMUnavailableError
+from a2o.errors import FallbackLimitError, LLMReplyError, LLMUnavailableError
 from searchers.llm_client import ChatClient, LLMClientSpec
 from searchers.parsing import ParsedReply, clip_reply
 
@@ -170,14 +170,22 @@ class Proposer:
             attribute, when it is an :class:`LLMClientSpec`, is kept to rebuild it.
         max_reasks: Re-asks after an unusable or repeated reply, before the fallback.
         label: Names the searcher in log lines.
+        max_fallback_share: When a fallback brings the fallbacks to 2 or more and above this share
+            of the suggestions so far, :meth:`poll` raises :class:`~a2o.errors.FallbackLimitError`
+            instead of suggesting it: a search that quietly turned into a random walk stops, with
+            its state saved. None: never.
     """
 
     _RUNTIME = ("_client", "_executor", "_future")
 
-    def __init__(self, llm: LLMArg, *, max_reasks: int = 2, label: str = "LLM searcher"):
+    def __init__(self, llm: LLMArg, *, max_reasks: int = 2, label: str = "LLM searcher",
+                 max_fallback_share: Optional[float] = None):
         if max_reasks < 0:
             raise ValueError(f"max_reasks must be >= 0, got {max_reasks}")
+        if max_fallback_share is not None and not 0.0 <= max_fallback_share <= 1.0:
+            raise ValueError(f"max_fallback_share must be in [0, 1], got {max_fallback_share}")
         self.max_reasks = int(max_reasks)
+        self.max_fallback_share = max_fallback_share
         self.label = label
         self.stats: dict[str, Any] = _empty_stats()
         self._factory: Optional[Callable[[], ChatClient]] = None
@@ -249,11 +257,35 @@ class Proposer:
                 "%s fallback (%s) for suggestion %d: %s; suggesting an edit of the best set: %s", self.label,
                 source, self.stats["suggestions"] + 1, exchange.reason or "no usable reply", list(class_set),
             )
+            self._check_fallback_share(source, exchange.reason)
         proposal = Proposal(class_set, source, exchange.llm_calls, exchange.reasks, exchange.cache_hits,
                             exchange.prompt_tokens, exchange.completion_tokens, exchange.latency_s,
                             dict(exchange.extra))
         self.record(proposal)
         return proposal
+
+    def fallback_causes(self) -> dict[str, int]:
+        """Fallbacks so far by cause (``fallback:unreachable``, ``fallback:unusable``)."""
+        causes: dict[str, int] = {}
+        for entry in self.stats["per_suggestion"]:
+            if str(entry.get("source", "")).startswith("fallback"):
+                causes[entry["source"]] = causes.get(entry["source"], 0) + 1
+        return causes
+
+    def _check_fallback_share(self, source: str, reason: str) -> None:
+        limit = getattr(self, "max_fallback_share", None)  # absent in states pickled before it existed
+        fallbacks, suggestions = self.stats["fallbacks"], self.stats["suggestions"] + 1
+        if limit is None or fallbacks < 2 or fallbacks / suggestions <= limit:
+            return
+        causes = self.fallback_causes()
+        causes[source] = causes.get(source, 0) + 1
+        shown = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(causes.items()))
+        raise FallbackLimitError(
+            f"{fallbacks} of {suggestions} proposals were fallbacks ({shown}; last: {reason or 'no usable reply'}), "
+            f"above search.max_fallback_share={limit:g}: the LLM is not steering this search. Fix the LLM "
+            "endpoint or model (the warnings above say what failed), then continue with --resume; or raise "
+            "search.max_fallback_share."
+        )
 
     def _run(self, job: Job) -> tuple[Optional[ClassSet], str, Exchange]:
         """Background thread: the job's set (None -> fallback), its source, and its traffic."""

@@ -128,3 +128,24 @@ def test_from_config_and_local_base_url(tmp_path):
     with pytest.raises(LLMUnavailableError, match="a2o llm serve"):
         LLMClientSpec.from_config(LLMConfig())
     assert isinstance(spec.build(), LLMClient)
+
+
+def test_a_restored_spec_talks_to_the_current_runs_endpoint():
+    from searchers.llm_client import use_endpoint
+
+    first = FakeLLMServer([], default="ball")
+    second = FakeLLMServer([], default="cup")
+    try:
+        pickled = pickle.dumps(LLMClientSpec(base_url=first.url, temperature=0.3, seed=5))
+        first.stop()  # the first run's server is gone (an embedded server on a port that no longer exists)
+        restored = pickle.loads(pickled)
+        current = LLMClientSpec(base_url=second.url, api_key_env="OTHER_KEY", temperature=0.9)
+        with use_endpoint(current):
+            resolved = restored.resolved()
+            reply = restored.build().complete([{"role": "user", "content": "objects?"}])
+        assert resolved.base_url == second.url and resolved.api_key_env == "OTHER_KEY"
+        assert resolved.temperature == 0.3 and resolved.seed == 5  # the search's sampling stays its own
+        assert reply.text == "cup" and len(second.chat_requests) == 1
+        assert restored.resolved() is restored  # outside the block, nothing is replaced
+    finally:
+        second.stop()

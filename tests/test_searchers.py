@@ -657,3 +657,37 @@ def test_optuna_study_direction_follows_the_effective_mode(tmp_path, caplog):
     assert fresh.mode == "min" and fresh.study.direction == StudyDirection.MINIMIZE
     assert suggest(fresh, "c") == suggest(searcher, "c")
     assert make("optuna", mode="max").set_search_properties(None, None, {}) is True
+
+
+def test_too_many_fallbacks_stop_the_search_with_a_clear_error():
+    from a2o.errors import FallbackLimitError
+    from searchers.testing import ScriptedLLM
+
+    # replies with no usable class: every proposal is a fallback after the re-asks
+    llm = ScriptedLLM(script=["sweeping\nstirring"] * 12)
+    searcher = ICRLSearcher(llm, ["sweeping", "stirring"], max_classes=3, num_trials=6, max_reasks=0,
+                            vocabulary=["broom", "spoon", "cup", "mop"], max_fallback_share=0.5,
+                            metric="val_accuracy", mode="max")
+
+    def suggest(trial_id):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            config = searcher.suggest(trial_id)
+            if config is not None:
+                return config
+            time.sleep(0.005)
+        raise AssertionError("no suggestion")
+
+    assert suggest("t1")["proposal_source"] == "fallback:unusable"  # one fallback: not yet judged
+    searcher.on_trial_complete("t1", {"val_accuracy": 0.2, "epoch": 1})
+    with pytest.raises(FallbackLimitError, match=r"2 of 2 proposals were fallbacks \(unusable 2;.*--resume"):
+        suggest("t2")
+    assert searcher.stats["fallbacks"] == 2 and searcher.proposer.fallback_causes() == {"fallback:unusable": 1}
+    never = ICRLSearcher(ScriptedLLM(script=["sweeping"] * 6), ["sweeping"], num_trials=3, max_reasks=0,
+                         vocabulary=["broom", "spoon", "cup"], max_fallback_share=1.0)
+    for trial in ("a", "b", "c"):
+        config = None
+        while config is None:
+            config = never.suggest(trial)
+        never.on_trial_complete(trial, {"val_accuracy": 0.1, "epoch": 1})
+    assert never.stats["fallbacks"] == 3

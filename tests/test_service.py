@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,11 +74,20 @@ def test_search_interrupt_then_resume(ray_local, tmp_path, monkeypatch, capsys):
     assert not os.path.exists(tmp_path / "run" / "best")
     asked_before_resume = len(server.chat_requests)
 
-    # 2. `--resume` in this process: finishes the budget without repeating trial 1.
+    # 2. `--resume` in this process, with the LLM on ANOTHER port (as an embedded server restarts):
+    # the restored searcher must talk to this run's endpoint, not the URL pickled by the first run.
+    server.stop()
+    # Its first reply repeats the first server's second one: trial 2 is "cup, hand" whether it was
+    # proposed before the interrupt or after (then by this server); a repeat is re-asked.
+    second = FakeLLMServer(["- Cup\n- hand\n- ../../etc", "spoon\nball", "lid\nmop"], default="rug\nbowl")
+    config["llm"]["base_url"] = second.url
+    path.write_text(yaml.safe_dump(config))
     capsys.readouterr()
     assert main(["search", "--config", str(path), "--resume"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "best classes" in out and "test" in out
+    assert "LLM          : 3 proposals: 3 from the LLM or the config, 0 fallbacks" in out
 
     root = tmp_path / "run"
     results = json.loads((root / "results.json").read_text())
@@ -88,8 +98,16 @@ def test_search_interrupt_then_resume(ray_local, tmp_path, monkeypatch, capsys):
     assert trials[1]["classes"] == ["cup", "hand"]
     assert all(t["val_accuracy"] is not None for t in trials)
     assert [t["classes"] for t in trials].count(["ball", "hand", "box"]) == 1  # nothing repeated
-    # Trial 3 was proposed after the resume: a new ask, not a replay of anything lost.
-    assert len(server.chat_requests) > asked_before_resume
+    # Trial 3 was proposed after the resume by the new endpoint: an LLM proposal, not a fallback.
+    assert len(server.chat_requests) == asked_before_resume and second.chat_requests
+    assert trials[2]["source"] == "llm", trials[2]
+    # The searcher's counters cover both runs; the console goes on numbering at trial 3.
+    stats = results["searcher_stats"]
+    assert stats["suggestions"] == 3 and stats["fallbacks"] == 0 and stats["llm_calls"] >= 2
+    # (with the old numbering the resumed run called its trials 1 and 2 again)
+    log_text = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("search-*.log"))
+    numbers = re.findall(r"\[trial +(\d+)\] started +" + re.escape(", ".join(trials[2]["classes"])), log_text)
+    assert numbers == ["3"], numbers
     assert "sk-secret-do-not-log" not in (root / "results.json").read_text()
     # Maps of classes seen before the interrupt are reused, not recomputed.
     assert trials[2]["maps_reused"] > 0
@@ -107,7 +125,7 @@ def test_search_interrupt_then_resume(ray_local, tmp_path, monkeypatch, capsys):
     metrics = json.loads((root / "best" / "metrics.json").read_text())
     assert metrics["classes"] == results["best_trial"]["classes"]
     assert metrics["test"]["num_samples"] == 4  # the tiny preset's test split
-    server.stop()
+    second.stop()
 
 
 def _train_worker_pids() -> list[int]:
@@ -274,3 +292,15 @@ def test_trial_rows_are_records_plus_service_columns_and_the_best_is_scored():
     table = summary_table(rows).splitlines()
     assert len(table) == 5 and "ERROR" in table[3] and "n/a" in table[4] and "ball, hand" in table[1]
     assert best_row(rows[2:]) is None
+
+
+def test_rows_follow_trial_creation_order_and_the_proposal_summary_counts_fallback_causes():
+    from a2o.service import _creation_order, proposal_summary
+
+    results = [_FakeResult({"classes": ["cup"]}, {"trial_id": f"ab12c_0000{n}", "val_accuracy": 0.1})
+               for n in (3, 1, 2)]
+    assert [r.metrics["trial_id"][-1] for r in _creation_order(results)] == ["1", "2", "3"]
+    stats = {"suggestions": 4, "fallbacks": 2, "per_suggestion": [
+        {"source": "llm"}, {"source": "fallback:unreachable"}, {"source": "fallback:unusable"}, {"source": "initial"}]}
+    assert proposal_summary(stats) == "4 proposals: 2 from the LLM or the config, 2 fallbacks (unreachable 1, unusable 1)"
+    assert proposal_summary({}) is None

@@ -36,6 +36,11 @@ def run(args) -> int:
             test = final["test"]
             say(f"test         : {test['accuracy']:.4f} on {test['num_samples']} held-out videos "
                 f"({test['segments']} segments x {test['views']} views)")
+    from a2o.service import proposal_summary
+
+    proposals = proposal_summary(outcome.get("searcher_stats") or {})
+    if proposals:
+        say(f"LLM          : {proposals}")
     say(f"results      : {outcome['results']}")
     if run_log_file.path:
         say(f"full log     : {run_log_file.path}")
