@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install install-llm reinstall-llm test test-all lint demo bench clean
+.PHONY: install install-llm reinstall-llm test test-all lint demo bench clean gpu-check
 
 install: $(VENV)/.a2o-installed ## create .venv and install A2O with its test extras (CPU torch)
 
@@ -46,6 +46,26 @@ lint:
 demo: install-llm ## the demo search end to end (A2O-Synth, tiny V-JEPA2, embedded LLM)
 	$(VENV)/bin/a2o search --config cluster/configs/demo.yaml
 	$(VENV)/bin/a2o report runs/demo
+
+# The GPU check of a lent GPU machine: its own python3 (torch with CUDA, transformers), no venv,
+# no install, no Ray or PyAV needed. Tests (junit xml + log) and the smoke table go to $OUT when
+# set, else runs/gpu-check; both always run, and the target fails when either does. Without CUDA
+# every test skips and the smoke table has the CPU rows only. PYTHON=.venv/bin/python on a machine
+# whose python3 has no torch.
+PYTHON ?= python3
+GPU_CHECK_OUT ?= $(if $(OUT),$(OUT),runs/gpu-check)
+
+gpu-check: ## GPU tier (tests/test_gpu.py) + benchmarks.gpu_smoke, ~5 min on one GPU
+	@mkdir -p "$(GPU_CHECK_OUT)"
+	@{ PYTHONPATH=. $(PYTHON) -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider \
+	    --junitxml="$(GPU_CHECK_OUT)/gpu-tests.xml"; echo $$? > "$(GPU_CHECK_OUT)/.tests-rc"; } 2>&1 \
+	  | tee "$(GPU_CHECK_OUT)/gpu-tests.log"; \
+	tests=$$(cat "$(GPU_CHECK_OUT)/.tests-rc"); rm -f "$(GPU_CHECK_OUT)/.tests-rc"; \
+	{ PYTHONPATH=. $(PYTHON) -m benchmarks.gpu_smoke --out "$(GPU_CHECK_OUT)"; \
+	  echo $$? > "$(GPU_CHECK_OUT)/.smoke-rc"; } 2>&1 | tee "$(GPU_CHECK_OUT)/gpu-smoke.log"; \
+	smoke=$$(cat "$(GPU_CHECK_OUT)/.smoke-rc"); rm -f "$(GPU_CHECK_OUT)/.smoke-rc"; \
+	echo "gpu-check: tests exit $$tests, smoke exit $$smoke (outputs in $(GPU_CHECK_OUT))"; \
+	[ "$$tests" = 0 ] && [ "$$smoke" = 0 ]
 
 bench:
 	$(PY) -m benchmarks.detection
