@@ -50,9 +50,9 @@ demo: install-llm ## the demo search end to end (A2O-Synth, tiny V-JEPA2, embedd
 # The GPU check of a lent GPU machine: its own python3 (torch with CUDA, transformers), no venv,
 # no install, no Ray or PyAV needed. Tests (junit xml + log) and the smoke table go to $OUT when
 # set, else runs/gpu-check; both always run, and the target fails when either does. Without CUDA
-# every test skips and the smoke table has the CPU rows only. PYTHON=.venv/bin/python on a machine
-# whose python3 has no torch.
-PYTHON ?= python3
+# every test skips and the smoke table has the CPU rows only. PYTHON: python3 when it has torch (the
+# lent machine), else this checkout's venv (a CPU dev machine); override with PYTHON=...
+PYTHON ?= $(shell python3 -c 'import torch' >/dev/null 2>&1 && echo python3 || { test -x $(PY) && echo $(PY) || echo python3; })
 GPU_CHECK_OUT ?= $(if $(OUT),$(OUT),runs/gpu-check)
 
 gpu-check: ## GPU tier (tests/test_gpu.py) + benchmarks.gpu_smoke, ~5 min on one GPU
