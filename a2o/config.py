@@ -290,7 +290,7 @@ class SearchConfig:
         "ICRL searchers: K > 1 asks the LLM for K candidate sets per iteration, scores each with the "
         "map-only proxy (a2o/train/proxy.py: a small classifier on the cached detector maps of the "
         "train split, scored on val; new classes are detected first) and trains the best; all K and "
-        "their proxy scores join the LLM's history. 1 = off.",
+        "their proxy scores join the LLM's history; llm.max_tokens must fit K sets (checked at start). 1 = off.",
     )
     task_description: str = _f("", "Extra dataset description for the prompt (the fixed task c).")
     trial_retries: int = _f(

@@ -74,8 +74,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "icrl-cold": ("icrl", {}, {"temperature": 0.2}),  # benchmarks/llm_agent.py: best first-proposal recall
     "icrl-noconf": ("icrl", {"confusion_feedback": False}, {}),  # the paper's history: is the feedback worth it?
     # screened ICRL (issue: K candidates per iteration, the map-only proxy picks the one to train)
-    "icrl-k4": ("icrl", {"screen_candidates": 4}, {}),
-    "icrl-k8": ("icrl", {"screen_candidates": 8}, {}),
+    # (a K-set reply is longer: llm.max_tokens must fit it, searchers.screening.tokens_needed)
+    "icrl-k4": ("icrl", {"screen_candidates": 4}, {"max_tokens": 768}),
+    "icrl-k8": ("icrl", {"screen_candidates": 8}, {"max_tokens": 1024}),
 }
 CHECKPOINTS = (8,)  # budgets at which a longer run's best-so-far model is also tested (best@8)
 # OOD-history: the history of an ICRL search on another world, as the paper injects Kinetics

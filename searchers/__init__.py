@@ -115,6 +115,16 @@ def searcher_from_config(
                       detection_feedback=search.detection_feedback,
                       confusion_feedback=search.confusion_feedback)
     if getattr(search, "screen_candidates", 1) > 1:  # the proxy comes in options["screen"]
+        from a2o.errors import ConfigError
+        from searchers.screening import tokens_needed
+
+        need = tokens_needed(search.screen_candidates, min(8, search.max_classes), len(action_names))
+        if llm.max_tokens < need:
+            raise ConfigError(
+                f"llm.max_tokens={llm.max_tokens} is too small for search.screen_candidates={search.screen_candidates} "
+                f"sets of about {min(8, search.max_classes)} objects (a reply needs about {need} tokens): set "
+                f"llm.max_tokens: {need} or more, or lower search.screen_candidates"
+            )
         kwargs["screen_candidates"] = search.screen_candidates
     if search.searcher == "ood":
         kwargs["ood_history"] = search.ood_history

@@ -252,7 +252,8 @@ class ICRLSearcher(LLMSetSearcher):
     def _instructions(self) -> str:
         screener = getattr(self, "screener", None)
         if screener is not None:
-            return candidates_instructions(screener.k, response_format=self.response_format, uses=self.ask_uses)
+            return candidates_instructions(screener.k, response_format=self.response_format, uses=self.ask_uses,
+                                           target_count=self.target_classes)
         return prompting.USES_INSTRUCTIONS if self.ask_uses else prompting.format_instructions(self.response_format)
 
     def request(self) -> Request:
@@ -260,7 +261,8 @@ class ICRLSearcher(LLMSetSearcher):
         screener = getattr(self, "screener", None)
         if screener is not None and self.response_format == "json_schema":
             schema: Optional[dict[str, Any]] = candidates_response_format(
-                screener.k, self.max_classes, num_actions=len(self.action_names) if self.ask_uses else 0)
+                screener.k, self.max_classes, num_actions=len(self.action_names) if self.ask_uses else 0,
+                min_classes=max(1, self.target_classes // 2))
         elif screener is not None:
             schema = None
         elif self.ask_uses:

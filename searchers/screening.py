@@ -55,15 +55,21 @@ HISTORY_SHOWN = 24
 # asking for K sets
 
 
-def candidates_response_format(k: int, max_classes: int, *, num_actions: int = 0, max_chars: int = 40
-                               ) -> dict[str, Any]:
-    """JSON-schema ``response_format`` for ``{"candidates": [[...], ...]}`` (K sets of <= C_max strings),
-    preceded by the small prompt's action -> object ``uses`` when ``num_actions`` > 0."""
+def candidates_response_format(k: int, max_classes: int, *, num_actions: int = 0, max_chars: int = 40,
+                               min_classes: int = 1) -> dict[str, Any]:
+    """JSON-schema ``response_format`` for ``{"candidates": [[...], ...]}`` (K sets of ``min_classes``
+    to C_max strings), preceded by the small prompt's action -> object ``uses`` when ``num_actions`` > 0.
+
+    ``min_classes``: asked for K sets, the embedded 1.5B model wrote sets of 1-2 objects where a
+    single-set request gets about 8 (household, seed 0: 8 screened iterations, median 2 objects);
+    a floor in the schema keeps the candidates comparable with ICRL's sets.
+    """
     phrase = {"type": "string", "maxLength": max_chars}
+    low = max(1, min(int(min_classes), max_classes))
     properties: dict[str, Any] = {
         "candidates": {
             "type": "array",
-            "items": {"type": "array", "items": phrase, "minItems": 1, "maxItems": max_classes},
+            "items": {"type": "array", "items": phrase, "minItems": low, "maxItems": max_classes},
             "minItems": 1,
             "maxItems": k,
         }
@@ -80,9 +86,10 @@ def candidates_response_format(k: int, max_classes: int, *, num_actions: int = 0
     }}
 
 
-def candidates_instructions(k: int, *, response_format: str, uses: bool) -> str:
+def candidates_instructions(k: int, *, response_format: str, uses: bool, target_count: int = 0) -> str:
     """What the prompt's ``$format_instructions`` says when K candidates are asked for."""
-    lead = (f"Give {k} different candidate sets (they differ in at least one object). A quick check "
+    size = f", each of about {target_count} objects" if target_count else ""
+    lead = (f"Give {k} different candidate sets{size} (they differ in at least one object). A quick check "
             "scores each from the detector's maps and the best one is trained.")
     if response_format != "json_schema":
         return (f"{lead} Write one candidate set per line, its objects separated by commas, and nothing "
@@ -95,6 +102,12 @@ def candidates_instructions(k: int, *, response_format: str, uses: bool) -> str:
             '"candidates": [["...", "..."], ["...", "..."]]}.'
         )
     return f'{lead} Reply with only a JSON object of the form {{"candidates": [["...", "..."], ["...", "..."]]}}.'
+
+
+def tokens_needed(k: int, target_count: int, num_actions: int = 0) -> int:
+    """A generous estimate of the completion tokens of a K-candidate reply (about 6 per object,
+    12 per action -> object pair, JSON overhead), for checking ``llm.max_tokens``."""
+    return k * target_count * 6 + num_actions * 12 + 64
 
 
 def _candidate_lists(text: str) -> list[list[str]]:

@@ -40,8 +40,9 @@ def test_parse_candidates_keeps_distinct_safe_sets_and_names_the_rejections():
     sets, _ = parse_candidates("broom, mop\n\nspoon, cup, bowl\n", action_names=ACTIONS, max_classes=8, k=3)
     assert [list(s) for s in sets] == [["broom", "mop"], ["spoon", "cup", "bowl"]]
     assert parse_candidates("not json at all {", action_names=ACTIONS, max_classes=4, k=2)[0] == []
-    schema = candidates_response_format(4, 6, num_actions=3)["json_schema"]["schema"]
+    schema = candidates_response_format(4, 6, num_actions=3, min_classes=3)["json_schema"]["schema"]
     assert schema["required"] == ["uses", "candidates"] and schema["properties"]["candidates"]["maxItems"] == 4
+    assert schema["properties"]["candidates"]["items"]["minItems"] == 3  # no 1-object candidate sets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_the_best_proxy_candidate_goes_to_the_trial_and_all_join_the_history():
     assert config["screen"]["candidates"] == 3 and config["screen"]["proxy_score"] == 0.7
     # the request asked for K sets with the screening schema
     assert llm.requests[0]["response_format"]["json_schema"]["name"] == "candidate_sets"
-    assert "Give 3 different candidate sets" in llm.requests[0]["messages"][0]["content"]
+    assert "Give 3 different candidate sets, each of about 4 objects" in llm.requests[0]["messages"][0]["content"]
     searcher.on_trial_complete("t1", {"val_accuracy": 0.4, "epoch": 1})
     config = _drive(searcher, "t2")
     prompt = llm.requests[1]["messages"][0]["content"]
@@ -230,3 +231,14 @@ def test_map_features_shape_and_motion():
     assert map_features(np.zeros((4, 9, 9), np.uint8))[9] == 0.0  # never present
     with pytest.raises(ValueError, match="T, res, res"):
         map_features(np.zeros((9, 9), np.uint8))
+
+
+def test_a_max_tokens_too_small_for_k_sets_is_a_config_error_naming_the_fix():
+    from a2o.config import config_from_dict
+    from a2o.errors import ConfigError
+    from searchers import searcher_from_config
+
+    cfg = config_from_dict({"search": {"screen_candidates": 8, "max_classes": 8}, "llm": {"max_tokens": 256}})
+    with pytest.raises(ConfigError, match=r"llm.max_tokens=256 is too small .* set llm.max_tokens: \d+ or more"):
+        searcher_from_config(cfg.search, cfg.llm, action_names=ACTIONS, llm_base_url="http://127.0.0.1:9/v1",
+                             options={"screen": len})
