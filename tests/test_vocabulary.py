@@ -125,8 +125,9 @@ def test_explicit_vocabulary_wins(name, caplog):
 
 def test_icrl_fallback_draws_from_the_generic_list():
     llm = LLMConfig(base_url=dead_url(), model="m", max_retries=0, timeout_s=5, replay_cache=False)
-    searcher = searcher_from_config(SearchConfig(searcher="icrl", num_trials=3, max_classes=8, seed=1),
-                                    llm, action_names=ACTIONS)
+    # max_fallback_share 1.0: this test wants every proposal to be a fallback (the default stops at 2)
+    searcher = searcher_from_config(SearchConfig(searcher="icrl", num_trials=3, max_classes=8, seed=1,
+                                                 max_fallback_share=1.0), llm, action_names=ACTIONS)
     generic = generic_vocabulary()
     assert searcher.vocabulary == generic
     suggested = run_trials(searcher, 3)  # the LLM is unreachable: every set is a fallback edit
