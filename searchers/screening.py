@@ -41,6 +41,7 @@ __all__ = [
     "candidates_instructions",
     "candidates_response_format",
     "parse_candidates",
+    "uses_candidate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,28 @@ def parse_candidates(text: str, *, action_names: Iterable[str] = (), max_classes
     return sets, rejected
 
 
+def uses_candidate(text: str, *, action_names: Iterable[str] = (), max_classes: int) -> Optional[ClassSet]:
+    """The objects of the reply's own ``uses`` pairs (action -> object), as one more candidate set.
+
+    With the small prompt the model first names, per action, the object used for it, then writes its
+    candidate sets. The embedded 1.5B model named good objects in ``uses`` (comb, knife, hammer, cup)
+    and then left most of them out of its 4 candidates (household, seed 0), so the pairs' objects are
+    screened too: they are the model's own words in the same reply, checked by the same rule.
+    """
+    body = strip_fence(text)
+    try:
+        data: Any = json.loads(body) if body[:1] == "{" else None
+    except json.JSONDecodeError:
+        return None
+    uses = data.get("uses") if isinstance(data, dict) else None
+    if not isinstance(uses, list):
+        return None
+    objects = [str(u["object"]) for u in uses if isinstance(u, dict) and isinstance(u.get("object"), (str, int, float))]
+    sets, _ = parse_candidates(json.dumps({"candidates": [objects]}), action_names=action_names,
+                               max_classes=max_classes, k=1)
+    return sets[0] if sets else None
+
+
 @dataclass(frozen=True)
 class CandidateRequest:
     """The background job of a screened iteration: one conversation asking for K sets.
@@ -186,6 +209,9 @@ class CandidateRequest:
                 continue
             sets, rejected = parse_candidates(text, action_names=self.action_names, max_classes=self.max_classes,
                                               k=self.k)
+            uses = uses_candidate(text, action_names=self.action_names, max_classes=self.max_classes)
+            if uses is not None and all(uses.as_frozenset() != s.as_frozenset() for s in sets):
+                sets = [uses, *sets][: self.k]  # the model's own action -> object pairs, screened first
             new = [s for s in sets if s.as_frozenset() not in request.tried]
             if new:
                 exchange.extra["candidates"] = [list(s) for s in new]

@@ -242,3 +242,19 @@ def test_a_max_tokens_too_small_for_k_sets_is_a_config_error_naming_the_fix():
     with pytest.raises(ConfigError, match=r"llm.max_tokens=256 is too small .* set llm.max_tokens: \d+ or more"):
         searcher_from_config(cfg.search, cfg.llm, action_names=ACTIONS, llm_base_url="http://127.0.0.1:9/v1",
                              options={"screen": len})
+
+
+def test_the_replys_own_action_object_pairs_are_screened_first():
+    from searchers.screening import uses_candidate
+
+    reply = json.dumps({"uses": [{"action": "sweeping", "object": "broom"}, {"action": "stirring", "object": "spoon"},
+                                 {"action": "brushing teeth", "object": "$(reboot)"},
+                                 {"action": "stirring", "object": "stirring"}],
+                        "candidates": [["cup", "lid"], ["pan", "pot"], ["mop", "rag"]]})
+    assert list(uses_candidate(reply, action_names=ACTIONS, max_classes=4)) == ["broom", "spoon"]
+    assert uses_candidate("broom, mop", action_names=ACTIONS, max_classes=4) is None
+    seen = []
+    searcher, _ = _searcher([reply], lambda cs: seen.append(list(cs)) or (0.9 if list(cs) == ["broom", "spoon"] else 0.1))
+    config = _drive(searcher, "t1")
+    assert seen == [["broom", "spoon"], ["cup", "lid"], ["pan", "pot"]]  # K = 3: the pairs' set, then 2
+    assert config["classes"] == ["broom", "spoon"]
