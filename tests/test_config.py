@@ -65,11 +65,19 @@ def test_unknown_key_names_closest(overrides, fragment):
         ("train.num_workers=two", "train.num_workers"),
         ("train.augment=maybe", "train.augment"),
         ("llm.prompt=huge", "llm.prompt"),
+        ("search.screen_candidates=17", "search.screen_candidates"),
+        ("search.max_fallback_share=1.5", "search.max_fallback_share"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_screening_is_an_option_of_the_icrl_searchers_only():
+    with pytest.raises(ConfigError, match=r"search.screen_candidates: screening is an option of the ICRL searchers"):
+        load_config(None, ["search.searcher=random", "search.screen_candidates=4"])
+    assert load_config(None, ["search.searcher=hybrid", "search.screen_candidates=4"]).search.screen_candidates == 4
 
 
 def test_bad_override_syntax():
