@@ -396,6 +396,12 @@ class StorageConfig:
         "URI of the run's storage: manifests, frames, map cache, Tune results, LLM replay cache, best/.",
     )
     experiment_name: str = _f("a2o", "Tune experiment name under root/tune/.")
+    maps_root: str = _f(
+        "",
+        "URI of the likelihood-map cache; empty = <root>/maps. Point several runs at one cache (two "
+        "searches at once, or a search and a later one) and each (video, class) is detected once across "
+        "them: entries are keyed by detector fingerprint, frame grid and class, and guarded by locks.",
+    )
 
     def __post_init__(self) -> None:
         _check(bool(self.root), "storage.root", "must not be empty")
@@ -641,7 +647,8 @@ def resolve_paths(config: ExperimentConfig) -> ExperimentConfig:
                 else config.data.synth_preset
             ),
         ),
-        storage=r(config.storage, root=absolute_if_local(config.storage.root)),
+        storage=r(config.storage, root=absolute_if_local(config.storage.root),
+                  maps_root=absolute_if_local(config.storage.maps_root) if config.storage.maps_root else ""),
     )
     learned_model = absolute_if_local(config.detect.learned_model)
     if config.detect.detector == "learned" and not learned_model:

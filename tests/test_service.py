@@ -304,3 +304,43 @@ def test_rows_follow_trial_creation_order_and_the_proposal_summary_counts_fallba
         {"source": "llm"}, {"source": "fallback:unreachable"}, {"source": "fallback:unusable"}, {"source": "initial"}]}
     assert proposal_summary(stats) == "4 proposals: 2 from the LLM or the config, 2 fallbacks (unreachable 1, unusable 1)"
     assert proposal_summary({}) is None
+
+
+@pytest.mark.slow
+def test_two_searches_at_once_share_one_map_cache(tmp_path):
+    """Two `a2o search` processes at once, each with its own storage root and Ray, one map cache
+    (storage.maps_root) and overlapping vocabularies: every (video, class) entry is computed by one
+    of them only, and every entry's data matches the checksum its marker vouches for."""
+    import hashlib
+
+    shared = tmp_path / "maps"
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    runs = []
+    for name, vocabulary, seed in (("a", ["ball", "hand", "box", "cup"], 0), ("b", ["box", "cup", "floor", "ball"], 1)):
+        config = tiny_service_dict(tmp_path / name, searcher="random", num_trials=2, max_classes=4,
+                                   vocabulary=vocabulary, seed=seed)
+        config["storage"]["maps_root"] = str(shared)
+        config["ray"]["num_cpus"] = 1
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed below
+        runs.append((name, log, subprocess.Popen([sys.executable, "-m", "a2o.cli", "search", "--config", str(path)],
+                                                 stdout=log, stderr=subprocess.STDOUT, env=env)))
+    try:
+        for name, _log, proc in runs:
+            assert proc.wait(timeout=900) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+    finally:
+        for _, log, proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    trials = [t for name in ("a", "b") for t in json.loads((tmp_path / name / "run" / "results.json").read_text())["trials"]]
+    markers = list(shared.rglob("*.done"))
+    computed = sum(t["maps_computed"] for t in trials)
+    assert markers and computed == len(markers), (computed, len(markers))  # each entry computed once
+    for marker in markers:
+        meta = json.loads(marker.read_text())
+        data = marker.with_suffix(".npy").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"], marker  # no corrupt entry
+    assert not list(shared.rglob("*.lock"))

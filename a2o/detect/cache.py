@@ -617,7 +617,7 @@ class MapReader:
 
 
 def map_cache_for(storage_cfg: StorageConfig, data_cfg: DataConfig, detect_cfg: DetectConfig, **kwargs: Any) -> MapCache:
-    """The run's map cache for the configured detector: ``storage/maps/<grid_key>``.
+    """The run's map cache for the configured detector: ``<storage.maps_root or root/maps>/<grid_key>``.
 
     Maps are only valid on the frame grid they were computed from, hence the grid key (same
     ``t<num_frames>_r<grid_resolution>`` convention as the frame store) in the root.
@@ -626,7 +626,8 @@ def map_cache_for(storage_cfg: StorageConfig, data_cfg: DataConfig, detect_cfg: 
 
     grid_key = f"t{data_cfg.num_frames}_r{data_cfg.grid_resolution}"
     resolution = detect_cfg.map_resolution or data_cfg.grid_resolution
-    return MapCache(storage_cfg.path("maps", grid_key), detector_fingerprint(detect_cfg), resolution, **kwargs)
+    base = getattr(storage_cfg, "maps_root", "") or storage_cfg.path("maps")
+    return MapCache("/".join([base.rstrip("/"), grid_key]), detector_fingerprint(detect_cfg), resolution, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
