@@ -24,7 +24,7 @@ from typing import Any
 from a2o.detect.classes import MAX_RAW_CHARS, ClassSet, normalise_text, validate_class_text
 from a2o.errors import ClassTextError
 
-__all__ = ["ParsedReply", "parse_reply", "parse_class_reply", "clean_phrase", "split_reply", "clip_reply", "strip_fence"]
+__all__ = ["ParsedReply", "parse_reply", "parse_class_reply", "clean_phrase", "split_reply", "clip_reply", "strip_fence", "reply_json"]
 
 _LEAD = re.compile(r"^\s*(?:[-+>\u2022\u00b7\u2013\u2014]+|\*(?=\s)|\(?\d{1,3}[.):\]]|\(?[a-z][.)](?=\s)|\[\s*\])+\s*")
 _PAREN = re.compile(r"\([^)`$<>]*\)|\[[^\]`$<>]*\]")
@@ -75,14 +75,22 @@ def strip_fence(text: str) -> str:
     return _FENCE.sub("", str(text).strip()).strip()
 
 
+def reply_json(text: str) -> Any:
+    """The reply's JSON object or list (a code fence around it is fine), or None when it has none."""
+    body = strip_fence(text)
+    if body[:1] not in ("[", "{"):
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return None
+
+
 def split_reply(text: str) -> list[str]:
     """Candidate phrases of a reply: the JSON list if it parses, else lines split on , and ;."""
     body = strip_fence(text)
-    if body[:1] in "[{":
-        try:
-            data: Any = json.loads(body)
-        except json.JSONDecodeError:
-            data = None
+    data = reply_json(body)
+    if data is not None:
         if isinstance(data, dict):
             data = data.get("classes", data.get("objects"))
         if isinstance(data, list):

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 from a2o.detect.classes import ClassSet
 from a2o.errors import ClassTextError
-from searchers.parsing import clean_phrase, clip_reply, normalise_text, strip_fence
+from searchers.parsing import clean_phrase, clip_reply, normalise_text, reply_json, strip_fence
 from searchers.proposer import Exchange, Request
 
 __all__ = [
@@ -113,15 +113,11 @@ def tokens_needed(k: int, target_count: int, num_actions: int = 0) -> int:
 
 def _candidate_lists(text: str) -> list[list[str]]:
     body = strip_fence(text)
-    if body[:1] in "[{":
-        try:
-            data: Any = json.loads(body)
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict):
-            data = data.get("candidates", data.get("sets"))
-        if isinstance(data, list):
-            return [[str(x) for x in item if isinstance(x, (str, int, float))] for item in data if isinstance(item, list)]
+    data = reply_json(body)
+    if isinstance(data, dict):
+        data = data.get("candidates", data.get("sets"))
+    if isinstance(data, list):
+        return [[str(x) for x in item if isinstance(x, (str, int, float))] for item in data if isinstance(item, list)]
     return [[p for p in line.split(",") if p.strip()] for line in body.splitlines() if line.strip()
             and not line.strip().endswith(":")]
 
@@ -166,11 +162,7 @@ def uses_candidate(text: str, *, action_names: Iterable[str] = (), max_classes: 
     and then left most of them out of its 4 candidates (household, seed 0), so the pairs' objects are
     screened too: they are the model's own words in the same reply, checked by the same rule.
     """
-    body = strip_fence(text)
-    try:
-        data: Any = json.loads(body) if body[:1] == "{" else None
-    except json.JSONDecodeError:
-        return None
+    data = reply_json(text)
     uses = data.get("uses") if isinstance(data, dict) else None
     if not isinstance(uses, list):
         return None

@@ -14,6 +14,7 @@ from a2o.train.proxy import FEATURES_PER_CLASS, MapProxy, map_features
 from searchers.icrl import ICRLSearcher
 from searchers.screening import candidates_response_format, parse_candidates
 from searchers.testing import ScriptedLLM
+from tests.test_searchers import suggest
 
 ACTIONS = ["sweeping", "stirring", "brushing teeth"]
 
@@ -53,14 +54,7 @@ def _reply(*sets):
     return json.dumps({"candidates": [list(s) for s in sets]})
 
 
-def _drive(searcher, trial_id, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        config = searcher.suggest(trial_id)
-        if config is not None:
-            return config
-        time.sleep(0.005)
-    raise AssertionError("no suggestion within the timeout")
+_drive = suggest  # poll like Tune until the searcher has a suggestion (tests/test_searchers.py)
 
 
 def _searcher(script, proxy, k=3, **kw):

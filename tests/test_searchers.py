@@ -668,26 +668,14 @@ def test_too_many_fallbacks_stop_the_search_with_a_clear_error():
     searcher = ICRLSearcher(llm, ["sweeping", "stirring"], max_classes=3, num_trials=6, max_reasks=0,
                             vocabulary=["broom", "spoon", "cup", "mop"], max_fallback_share=0.5,
                             metric="val_accuracy", mode="max")
-
-    def suggest(trial_id):
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            config = searcher.suggest(trial_id)
-            if config is not None:
-                return config
-            time.sleep(0.005)
-        raise AssertionError("no suggestion")
-
-    assert suggest("t1")["proposal_source"] == "fallback:unusable"  # one fallback: not yet judged
+    assert suggest(searcher, "t1")["proposal_source"] == "fallback:unusable"  # one fallback: not yet judged
     searcher.on_trial_complete("t1", {"val_accuracy": 0.2, "epoch": 1})
     with pytest.raises(FallbackLimitError, match=r"2 of 2 proposals were fallbacks \(unusable 2;.*--resume"):
-        suggest("t2")
+        suggest(searcher, "t2")
     assert searcher.stats["fallbacks"] == 2 and searcher.proposer.fallback_causes() == {"fallback:unusable": 1}
     never = ICRLSearcher(ScriptedLLM(script=["sweeping"] * 6), ["sweeping"], num_trials=3, max_reasks=0,
                          vocabulary=["broom", "spoon", "cup"], max_fallback_share=1.0)
     for trial in ("a", "b", "c"):
-        config = None
-        while config is None:
-            config = never.suggest(trial)
+        suggest(never, trial)
         never.on_trial_complete(trial, {"val_accuracy": 0.1, "epoch": 1})
     assert never.stats["fallbacks"] == 3
