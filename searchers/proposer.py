@@ -98,6 +98,28 @@ class Exchange:
 
     def ask(self, request: Request) -> Optional[ClassSet]:
         """A new, usable class set, re-asking up to ``max_reasks`` times; None when there is none."""
+
+        def judge(text: str) -> tuple[Optional[ClassSet], str, str]:
+            parsed = request.parse(text)
+            if not parsed.class_set:
+                return None, "the reply contained no usable object class", (
+                    f"Your reply contained no usable object class{_rejections(parsed)}. Answer again with a "
+                    f"different set: {request.format_instructions} Each class is a short visual noun of "
+                    "one to four words."
+                )
+            if parsed.class_set.as_frozenset() in request.tried:
+                return None, "the reply repeated a set that was already tried", (
+                    f"The set [{', '.join(parsed.class_set)}] was already tried or is running. Propose a "
+                    f"different set: swap at least one class. {request.format_instructions}"
+                )
+            return parsed.class_set, "", ""
+
+        return self.converse(request, judge)
+
+    def converse(self, request: Request, judge: Callable[[str], tuple[Any, str, str]]) -> Any:
+        """One conversation: ask, and re-ask up to ``max_reasks`` times with the reply (clipped) and
+        ``judge``'s feedback appended. ``judge(text) -> (value, reason, feedback)``: a value that is
+        not None ends it; else ``reason`` is kept for the fallback's warning. None when nothing was usable."""
         messages = list(request.messages)
         for attempt in range(self.max_reasks + 1):
             if attempt:
@@ -107,22 +129,10 @@ class Exchange:
             except LLMReplyError as exc:
                 self.reason = str(exc)
                 continue
-            parsed = request.parse(text)
-            if not parsed.class_set:
-                self.reason = "the reply contained no usable object class"
-                feedback = (
-                    f"Your reply contained no usable object class{_rejections(parsed)}. Answer again with a "
-                    f"different set: {request.format_instructions} Each class is a short visual noun of "
-                    "one to four words."
-                )
-            elif parsed.class_set.as_frozenset() in request.tried:
-                self.reason = "the reply repeated a set that was already tried"
-                feedback = (
-                    f"The set [{', '.join(parsed.class_set)}] was already tried or is running. Propose a "
-                    f"different set: swap at least one class. {request.format_instructions}"
-                )
-            else:
-                return parsed.class_set
+            value, reason, feedback = judge(text)
+            if value is not None:
+                return value
+            self.reason = reason
             messages += [{"role": "assistant", "content": clip_reply(text)}, {"role": "user", "content": feedback}]
         return None
 

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 from a2o.detect.classes import ClassSet
 from a2o.errors import ClassTextError
-from searchers.parsing import clean_phrase, clip_reply, normalise_text, reply_json, strip_fence
+from searchers.parsing import clean_phrase, normalise_text, reply_json, strip_fence
 from searchers.proposer import Exchange, Request
 
 __all__ = [
@@ -187,38 +187,31 @@ class CandidateRequest:
     max_classes: int
 
     def __call__(self, exchange: Exchange) -> Optional[ClassSet]:
-        from a2o.errors import LLMReplyError
+        new = exchange.converse(self.request, self._judge)
+        if new is None:
+            return None
+        exchange.extra["candidates"] = [list(s) for s in new]
+        return new[0]
 
+    def _judge(self, text: str) -> tuple[Optional[list[ClassSet]], str, str]:
+        """(the new candidate sets, or None with the reason and the re-ask's feedback)."""
         request = self.request
-        messages = list(request.messages)
-        for attempt in range(exchange.max_reasks + 1):
-            if attempt:
-                exchange.reasks += 1
-            try:
-                text = exchange.complete(messages, seed=request.seed, response_format=request.response_format)
-            except LLMReplyError as exc:
-                exchange.reason = str(exc)
-                continue
-            sets, rejected = parse_candidates(text, action_names=self.action_names, max_classes=self.max_classes,
-                                              k=self.k)
-            uses = uses_candidate(text, action_names=self.action_names, max_classes=self.max_classes)
-            if uses is not None and all(uses.as_frozenset() != s.as_frozenset() for s in sets):
-                sets = [uses, *sets][: self.k]  # the model's own action -> object pairs, screened first
-            new = [s for s in sets if s.as_frozenset() not in request.tried]
-            if new:
-                exchange.extra["candidates"] = [list(s) for s in new]
-                return new[0]
-            if sets:
-                exchange.reason = "every candidate repeated a set that was already tried"
-                feedback = ("Every set you gave was already tried or is running. Give different sets: swap "
-                            f"at least one object in each. {request.format_instructions}")
-            else:
-                exchange.reason = "the reply contained no usable candidate set"
-                shown = "; ".join(f"{p!r}: {r[:90]}" for p, r in rejected[:3])
-                feedback = (f"Your reply contained no usable set{f' (rejected: {shown})' if shown else ''}. "
-                            f"{request.format_instructions} Each object is a short visual noun of one to four words.")
-            messages += [{"role": "assistant", "content": clip_reply(text)}, {"role": "user", "content": feedback}]
-        return None
+        sets, rejected = parse_candidates(text, action_names=self.action_names, max_classes=self.max_classes,
+                                          k=self.k)
+        uses = uses_candidate(text, action_names=self.action_names, max_classes=self.max_classes)
+        if uses is not None and all(uses.as_frozenset() != s.as_frozenset() for s in sets):
+            sets = [uses, *sets][: self.k]  # the model's own action -> object pairs, screened first
+        new = [s for s in sets if s.as_frozenset() not in request.tried]
+        if new:
+            return new, "", ""
+        if sets:
+            return None, "every candidate repeated a set that was already tried", (
+                "Every set you gave was already tried or is running. Give different sets: swap "
+                f"at least one object in each. {request.format_instructions}")
+        shown = "; ".join(f"{p!r}: {r[:90]}" for p, r in rejected[:3])
+        return None, "the reply contained no usable candidate set", (
+            f"Your reply contained no usable set{f' (rejected: {shown})' if shown else ''}. "
+            f"{request.format_instructions} Each object is a short visual noun of one to four words.")
 
 
 # ---------------------------------------------------------------------------------------------
