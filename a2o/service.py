@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,37 @@ def local_dir(uri: str) -> str:
     return path
 
 
+def copy_tree_to_local(uri: str, local_path: str) -> None:
+    """Copy a folder (local path or remote URI) to ``local_path`` on this machine."""
+    if not _is_remote(uri):
+        shutil.copytree(uri.removeprefix("file://"), local_path)
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    os.makedirs(local_path, exist_ok=True)
+    fs.get(path.rstrip("/") + "/", local_path.rstrip("/") + "/", recursive=True)
+
+
+@contextlib.contextmanager
+def local_checkpoint(result) -> Iterator[str]:
+    """The folder of a trial's checkpoint on this machine: itself on local storage, else a
+    temporary download (Ray Train uploads checkpoints to remote storage; ``checkpoint.path`` is
+    then a bucket key, not a folder)."""
+    checkpoint = getattr(result, "checkpoint", None)
+    if checkpoint is None or not _is_remote_checkpoint(checkpoint):
+        yield result.checkpoint_path
+        return
+    with checkpoint.as_directory() as directory:
+        yield directory
+
+
+def _is_remote_checkpoint(checkpoint) -> bool:
+    import pyarrow.fs as pafs
+
+    return not isinstance(checkpoint.filesystem, pafs.LocalFileSystem)
+
+
 def publish(local_path: str, uri: str) -> None:
     """Upload a staged file or folder to remote storage (no-op for local storage)."""
     if not _is_remote(uri):
@@ -61,8 +93,33 @@ def publish(local_path: str, uri: str) -> None:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(uri)
-    fs.put(local_path, path, recursive=os.path.isdir(local_path))
-    log.info("uploaded %s to %s", local_path, uri)
+    if not os.path.isdir(local_path):
+        fs.put_file(local_path, path)  # one PUT: readers see the old object or the new one
+        log.info("uploaded %s to %s", local_path, uri)
+        return
+    # A folder (best/): every file is replaced in place (trailing slashes: the folder's content,
+    # never a nested copy of it), then objects a previous best/ had and this one lacks are removed.
+    fs.put(local_path.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+    ours = {os.path.relpath(os.path.join(d, f), local_path) for d, _, files in os.walk(local_path) for f in files}
+    for key in fs.find(path):
+        if os.path.relpath(key, path.rstrip("/")) not in ours:
+            fs.rm_file(key)
+    log.info("uploaded %s to %s (%d files)", local_path, uri, len(ours))
+
+
+def fetch_staged(cfg: ExperimentConfig, names: tuple[str, ...] = ("llm_replay.jsonl",)) -> None:
+    """On resume with remote storage, bring the run's staged files (the LLM replay cache) back from
+    the bucket into this machine's staging folder, so a fresh working directory resumes as well."""
+    if not _is_remote(cfg.storage.root):
+        return
+    import fsspec
+
+    root = local_dir(cfg.storage.root)
+    for name in names:
+        fs, path = fsspec.core.url_to_fs(cfg.storage.path(name))
+        if not os.path.exists(os.path.join(root, name)) and fs.exists(path):
+            fs.get_file(path, os.path.join(root, name))
+            log.info("fetched %s from %s", name, cfg.storage.path(name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,13 +156,22 @@ def _trial_callback_class():
 
     from a2o.progress import progress
 
+    def _error_text(trial) -> str:
+        """The first line of the trial's error, for a log line (a lost node has a long one)."""
+        try:
+            text = str(trial.get_error() or "")
+        except Exception:  # noqa: BLE001 - a best-effort label in a log line
+            text = ""
+        return (text.strip().splitlines() or ["worker or node lost"])[0][:160]
+
     class LiveTrialLine(Callback):
         """The search as the console shows it: a line when a trial starts, its epochs as progress
         (a bar on a terminal, a line every 30 s elsewhere), and a line when it ends with its val
         accuracy, time and the difference to the best set so far."""
 
-        def __init__(self, epochs: int) -> None:
+        def __init__(self, epochs: int, max_failures: int = 0) -> None:
             self.epochs = epochs
+            self.max_failures = max_failures
             self.numbers: dict[str, int] = {}
             self.bars: dict[str, Any] = {}
             self.best: tuple[float, list[str]] | None = None
@@ -172,6 +238,15 @@ def _trial_callback_class():
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._line(trial, "ERROR")
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            # A lost worker or node: Tune retries the same set (search.trial_retries), so no set is
+            # lost or proposed again; the retry reuses the maps the failed attempt wrote.
+            bar = self.bars.pop(trial.trial_id, None)
+            if bar is not None:
+                bar.close()
+            log.warning("[trial %2d] failed (%s); retrying the same set (failure %d of %d allowed)",
+                        self._number(trial), _error_text(trial), trial.num_failures, self.max_failures)
 
     return LiveTrialLine
 
@@ -392,7 +467,21 @@ def saved_searcher(cfg: ExperimentConfig, labels: list[str], llm_base_url: str |
     cannot be read): what a resumed search reports as its statistics."""
     try:
         searcher = build_searcher(cfg, labels, llm_base_url)
-        searcher.restore_from_dir(experiment_dir)
+        if not _is_remote(experiment_dir):
+            searcher.restore_from_dir(experiment_dir)
+            return searcher
+        # Tune's restore_from_dir globs a local folder: bring the newest saved state over first.
+        import tempfile
+
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(experiment_dir)
+        saved = sorted(fs.glob(f"{path.rstrip('/')}/searcher-state-*.pkl"))
+        if not saved:
+            raise FileNotFoundError(f"no searcher-state-*.pkl in {experiment_dir}")
+        with tempfile.TemporaryDirectory(prefix="a2o-searcher-") as local:
+            fs.get_file(saved[-1], os.path.join(local, saved[-1].rsplit("/", 1)[-1]))
+            searcher.restore_from_dir(local)
         return searcher
     except Exception as exc:  # noqa: BLE001 - the search itself finished; only its stats are missing
         log.warning("the searcher's saved state in %s could not be read (%s: %s); results.json will have no "
@@ -434,7 +523,7 @@ def run_search(cfg: ExperimentConfig, labels: list[str], *, resume: bool = False
             run_config=tune.RunConfig(
                 storage_path=storage,
                 name=cfg.storage.experiment_name,
-                callbacks=[_trial_callback_class()(cfg.train.epochs), orphaned_group_release(), *_result_loggers(cfg)],
+                callbacks=[_trial_callback_class()(cfg.train.epochs, cfg.search.trial_retries), orphaned_group_release(), *_result_loggers(cfg)],
                 failure_config=tune.FailureConfig(max_failures=cfg.search.trial_retries),
                 verbose=0,
             ),
@@ -504,44 +593,45 @@ def train_and_evaluate_best(
     final = fit_trial(cfg, classes, epochs=cfg.train.final_epochs, name="final")
     if not final.checkpoint_path:
         raise TrainingError("the final training wrote no checkpoint")
-    model_dir = os.path.join(final.checkpoint_path, "model")
-    model, _meta = load_recognizer(model_dir, classes=classes)  # refuses another channel order
-    detector = create_detector(cfg.detect, runtime) if classes else None
-    geometry = EvalGeometry.from_config(cfg)
-    test_rows = [r for r in manifest.to_pylist() if r["split"] == "test"]
-    test = evaluate_videos(model, detector, classes, geometry, test_rows, labels, runtime=runtime) if test_rows else None
-    if test is None:
-        log.warning("the dataset has no test split: best/metrics.json holds val accuracy only")
+    with local_checkpoint(final) as checkpoint_dir:  # a copy on this machine when storage is remote
+        model_dir = os.path.join(checkpoint_dir, "model")
+        model, _meta = load_recognizer(model_dir, classes=classes)  # refuses another channel order
+        detector = create_detector(cfg.detect, runtime) if classes else None
+        geometry = EvalGeometry.from_config(cfg)
+        test_rows = [r for r in manifest.to_pylist() if r["split"] == "test"]
+        test = evaluate_videos(model, detector, classes, geometry, test_rows, labels, runtime=runtime) if test_rows else None
+        if test is None:
+            log.warning("the dataset has no test split: best/metrics.json holds val accuracy only")
 
-    best_dir = os.path.join(local_dir(cfg.storage.root), "best")
-    tmp = f"{best_dir}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model_dir, os.path.join(tmp, "model"))
-    best_cfg = cfg
-    if detector_dir is not None:
-        from a2o.serve.best import DETECTOR_DIR
+        best_dir = os.path.join(local_dir(cfg.storage.root), "best")
+        tmp = f"{best_dir}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(model_dir, os.path.join(tmp, "model"))
+        best_cfg = cfg
+        if detector_dir is not None:
+            from a2o.serve.best import DETECTOR_DIR
 
-        shutil.copytree(detector_dir.removeprefix("file://"), os.path.join(tmp, DETECTOR_DIR))
-        best_cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, learned_model=DETECTOR_DIR))
-    with open(os.path.join(tmp, "config.yaml"), "w") as fh:
-        yaml.safe_dump(config_to_dict(best_cfg), fh, sort_keys=False)
-    metrics = {
-        "classes": list(classes),
-        "labels": labels,
-        "val_accuracy": final.metrics.get("val_accuracy"),
-        "val_classwise_accuracy": final.metrics.get("classwise_accuracy"),
-        "val_confusion_matrix": final.metrics.get("confusion"),  # the report draws it
-        "final_epochs": cfg.train.final_epochs,
-        "test": test,
-        "detector": cfg.detect.detector,
-        # Content-based for the learned detector, so it equals that of the copy in best/detector/.
-        "detector_fingerprint": detector_fingerprint(cfg.detect),
-    }
-    with open(os.path.join(tmp, "metrics.json"), "w") as fh:
-        json.dump(metrics, fh, indent=2)
-    shutil.rmtree(best_dir, ignore_errors=True)
-    os.replace(tmp, best_dir)
-    publish(best_dir, cfg.storage.path("best"))
+            copy_tree_to_local(detector_dir, os.path.join(tmp, DETECTOR_DIR))
+            best_cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, learned_model=DETECTOR_DIR))
+        with open(os.path.join(tmp, "config.yaml"), "w") as fh:
+            yaml.safe_dump(config_to_dict(best_cfg), fh, sort_keys=False)
+        metrics = {
+            "classes": list(classes),
+            "labels": labels,
+            "val_accuracy": final.metrics.get("val_accuracy"),
+            "val_classwise_accuracy": final.metrics.get("classwise_accuracy"),
+            "val_confusion_matrix": final.metrics.get("confusion"),  # the report draws it
+            "final_epochs": cfg.train.final_epochs,
+            "test": test,
+            "detector": cfg.detect.detector,
+            # Content-based for the learned detector, so it equals that of the copy in best/detector/.
+            "detector_fingerprint": detector_fingerprint(cfg.detect),
+        }
+        with open(os.path.join(tmp, "metrics.json"), "w") as fh:
+            json.dump(metrics, fh, indent=2)
+        shutil.rmtree(best_dir, ignore_errors=True)
+        os.replace(tmp, best_dir)
+        publish(best_dir, cfg.storage.path("best"))
     log.info("best model written to %s", best_dir)
     return metrics
 
@@ -598,6 +688,8 @@ def run_service(
 
     started = time.perf_counter()
     preflight_resources(cfg)
+    if resume:
+        fetch_staged(cfg)  # remote storage: the replay cache of the interrupted run, from the bucket
     manifest, labels = prepare_data(cfg)
     server = None
     llm_base_url = None
@@ -612,6 +704,11 @@ def run_service(
     finally:
         if server is not None:
             server.stop()
+        # Remote storage: the replay cache goes to the bucket even when the search was interrupted,
+        # so a resume from another machine replays the same LLM answers.
+        replay = os.path.join(local_dir(cfg.storage.root), "llm_replay.jsonl")
+        if _is_remote(cfg.storage.root) and os.path.exists(replay):
+            publish(replay, cfg.storage.path("llm_replay.jsonl"))
     log.info("search finished in %.1f s:\n%s", outcome.seconds, summary_table(outcome.trials))
     final = None
     if outcome.best is None:

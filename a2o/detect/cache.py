@@ -6,7 +6,7 @@ Layout (under the run's storage, any fsspec URI)::
     ROOT/<fp>/r<res>/<kk>/<key>/class.json     the normalised class text (content, never a path)
     ROOT/<fp>/r<res>/<kk>/<key>/<video>.npy    maps (T, res, res) uint8, np.save format
     ROOT/<fp>/r<res>/<kk>/<key>/<video>.done   completion marker: JSON with sha256, nbytes, shape
-    ROOT/<fp>/r<res>/<kk>/<key>/.lock          compute lock (local filesystems only)
+    ROOT/<fp>/r<res>/<kk>/<key>/.lock          compute lock (exclusive create: O_EXCL or If-None-Match)
 
 ``fp`` is the first 24 hex digits of sha256(fingerprint), ``key`` the sha256 of the normalised
 class text (``kk`` its first two digits, to keep directories small), ``video`` the video id when it
@@ -21,20 +21,22 @@ small files (V x C); a 16x64x64 uint8 map is 64 KiB, which local disks and objec
 well. Maps are stored as uint8 (probability x 255, rounded) at ``map_resolution``: 4x smaller than
 float32 and far below the detector's own error.
 
-Atomicity: data and marker are each written to a temporary name and renamed (``fs.mv``); on a
-local filesystem the rename is atomic. The marker is written last and holds the data's sha256,
-so it is the source of truth where rename is a copy (object stores): data without a marker, data
-whose size or checksum disagrees with its marker, or an unreadable marker is *corrupt*: logged as
-a warning, deleted and recomputed, never read.
+Atomicity: on a local filesystem data and marker are each written to a temporary name and renamed
+(atomic). Object stores have no rename (``fs.mv`` is a copy and a delete), but a single PUT is
+all-or-nothing, so each object is written in place and appears whole or not at all. The marker is
+written last and holds the data's sha256, so it is the source of truth on every store: data without
+a marker, data whose size or checksum disagrees with its marker, or an unreadable marker is
+*corrupt*: logged as a warning, deleted and recomputed, never read.
 
-Concurrency guarantee: on a local filesystem, at most one process computes a given (detector,
-resolution, class) at a time: ``ensure_maps`` takes ``<key>/.lock`` with ``O_CREAT | O_EXCL``,
-refreshes its mtime after every batch, and treats a lock idle for ``lock_stale_s`` as abandoned
-(holder crashed). A second trial that needs the same class computes its other classes first, then
-waits for the lock and reuses the result. On object stores there is no exclusive create, so two
-trials may compute the same entry; both write complete entries for the same key, and with a
-deterministic detector (the annotation detector; Grounded SAM2 on CPU) the bytes are identical.
-Should a non-deterministic run (bf16 on GPU) interleave two writers so that a marker vouches for
+Concurrency guarantee: at most one process computes a given (detector, resolution, class) at a
+time. ``ensure_maps`` takes ``<key>/.lock`` with an exclusive create (:mod:`a2o.detect.locks`):
+``O_CREAT | O_EXCL`` on a local filesystem, a conditional PUT (``If-None-Match: *``) on S3 and
+S3-compatible stores. The holder refreshes the lock's heartbeat after every batch; a lock whose
+heartbeat is older than ``lock_stale_s``, or whose holder process is gone from this host, counts as
+abandoned (a killed trial, a dead node) and is taken over. A second trial that needs the same class
+computes its other classes first, then waits for the lock and reuses the result. Where a store
+cannot create exclusively (probed once; other fsspec protocols), two trials may compute the same
+entry: both write complete entries, and should two writers interleave so that a marker vouches for
 the other writer's data, the checksum exposes it and the entry is recomputed: never silently wrong.
 """
 
@@ -55,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from a2o.detect.classes import ClassSet, class_key
+from a2o.detect.locks import lock_store_for
 from a2o.detect.stage import DetectionTask, FrameStoreLike, InProcessRunner, Runner, detect_tasks
 from a2o.errors import CacheError, DetectionError
 from a2o.progress import progress
@@ -97,25 +100,6 @@ class EnsureStats:
     @property
     def hit_ratio(self) -> float:
         return self.reused_pairs / self.requested_pairs if self.requested_pairs else 1.0
-
-
-def _holder_is_dead(lock_path: str) -> bool:
-    """True when the lock was taken on this host by a process that no longer exists.
-
-    A killed trial leaves its lock behind; without this check every other trial would wait for
-    ``lock_stale_s`` before computing the class itself.
-    """
-    try:
-        with open(lock_path, encoding="utf-8") as fh:
-            holder = json.load(fh)
-        if holder.get("host") != os.uname().nodename:
-            return False
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # unreadable or half-written lock, or another user's process: trust the age
-    return False
 
 
 def _key(key_or_class: str) -> str:
@@ -189,7 +173,8 @@ class MapCache:
         self.fs, root_path = fsspec.core.url_to_fs(self.root_uri, **self.storage_options)
         self.fp_key = hashlib.sha256(fingerprint.encode("utf-8")).hexdigest()[:24]
         self.base = f"{root_path.rstrip('/')}/{self.fp_key}/r{self.map_resolution}"
-        self._local = "file" in _protocols(self.fs)
+        self._local = bool(_protocols(self.fs) & {"file", "local"})
+        self.locks = lock_store_for(self.fs, self.lock_stale_s, probe_dir=root_path)
         self._made_dirs: set[str] = set()
 
     # pickling: fsspec filesystems pickle, but the memo of created dirs is per process
@@ -233,6 +218,15 @@ class MapCache:
         return directory
 
     def _atomic_put(self, path: str, payload: bytes) -> None:
+        """Write ``path`` so that no reader ever sees part of it.
+
+        Local: a temporary name, then rename (atomic). Object stores have no rename (``mv`` is a
+        copy and a delete), but a single PUT is all-or-nothing: the object appears whole or not at
+        all, so the payload is written in place.
+        """
+        if not self._local:
+            self.fs.pipe_file(path, payload)
+            return
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         with self.fs.open(tmp, "wb") as fh:
             fh.write(payload)
@@ -372,61 +366,24 @@ class MapCache:
     # locks
 
     def lock_path(self, key_or_class: str) -> str:
-        """The class's compute lock file (local filesystems; see the module docstring)."""
+        """The class's compute lock file (see the module docstring and :mod:`a2o.detect.locks`)."""
         return f"{self._class_dir(_key(key_or_class))}/.lock"
 
     def _try_lock(self, key: str, class_text: str) -> bool:
-        """Take the class's compute lock; always succeeds where exclusive create is unavailable."""
-        if not self._local:
-            return True
+        """Take the class's compute lock (:mod:`a2o.detect.locks`); False while another process holds it."""
         self._ensure_dir(key, class_text)
-        path = self.lock_path(key)
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    age = time.time() - os.path.getmtime(path)
-                except FileNotFoundError:
-                    continue  # released meanwhile: retry once
-                if age <= self.lock_stale_s and not _holder_is_dead(path):
-                    return False
-                log.warning("map cache: breaking stale lock %s (idle %.0f s or holder gone)", path, age)
-                try:
-                    os.remove(path)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time()}))
-            return True
-        return False
+        return self.locks.acquire(self.lock_path(key))
 
     def _touch_locks(self, keys: Iterable[str]) -> None:
-        if self._local:
-            for key in keys:
-                try:
-                    os.utime(self.lock_path(key))
-                except FileNotFoundError:
-                    pass
+        for key in keys:
+            self.locks.refresh(self.lock_path(key))
 
     def _release_locks(self, keys: Iterable[str]) -> None:
-        if self._local:
-            for key in keys:
-                try:
-                    os.remove(self.lock_path(key))
-                except FileNotFoundError:
-                    pass
+        for key in keys:
+            self.locks.release(self.lock_path(key))
 
     def _is_locked(self, key: str) -> bool:
-        if not self._local:
-            return False
-        path = self.lock_path(key)
-        try:
-            fresh = time.time() - os.path.getmtime(path) <= self.lock_stale_s
-        except FileNotFoundError:
-            return False
-        return fresh and not _holder_is_dead(path)
+        return self.locks.is_held(self.lock_path(key))
 
     # ------------------------------------------------------------------------------------------
 

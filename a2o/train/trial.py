@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrialResult:
     metrics: dict[str, Any]
-    checkpoint_path: str | None
+    checkpoint_path: str | None  # a folder on local storage; a key in the bucket on remote storage
     detect_stats: dict[str, Any]
     wall_time_s: float
+    checkpoint: Any = None  # the ray.train.Checkpoint (``a2o.service.local_checkpoint`` reads it anywhere)
 
 
 # What the trial function itself holds while its TorchTrainer runs: bookkeeping plus in-process
@@ -242,7 +243,7 @@ def fit_trial(
         raise TrainingError(f"trial {run_name} failed: {exc}") from exc
     metrics = dict(result.metrics or {})
     checkpoint = result.checkpoint.path if result.checkpoint else None
-    return TrialResult(metrics, checkpoint, detect_stats, time.perf_counter() - started)
+    return TrialResult(metrics, checkpoint, detect_stats, time.perf_counter() - started, checkpoint=result.checkpoint)
 
 
 def trial_spec(
