@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -483,6 +484,10 @@ class SearchProgress:
     search_seconds: float = 0.0
     replayed: int = 0  # checkpointed trials this run replayed
     trained: int = 0  # trials this run trained
+    # --keep: a second copy of the checkpoint and of the LLM replay cache (a folder in git), so a
+    # search interrupted by a session's end resumes in the next session from a fresh checkout.
+    mirror: str | None = None
+    replay_mirror: tuple[str, str] | None = None  # (replay cache folder, its copy)
 
     VERSION = 1
 
@@ -508,12 +513,17 @@ class SearchProgress:
         self.entries = self.entries[:self.replayed + self.trained] + [ProgressEntry(row, list(metrics), best_final)]
         self.trained += 1
         self.search_seconds = search_seconds
-        _write_json(self.path, {"version": self.VERSION, "key": self.key, "search_seconds": search_seconds,
-                                "entries": [dataclasses.asdict(e) for e in self.entries]})
+        document = {"version": self.VERSION, "key": self.key, "search_seconds": search_seconds,
+                    "entries": [dataclasses.asdict(e) for e in self.entries]}
+        _write_json(self.path, document)
+        if self.replay_mirror is not None and os.path.isdir(self.replay_mirror[0]):
+            shutil.copytree(*self.replay_mirror, dirs_exist_ok=True)  # before the checkpoint that needs it
+        if self.mirror is not None:
+            _write_json(self.mirror, document)
 
 
 def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_history: str | None = None,
-               cache_dir: str = "", progress_path: str | None = None) -> dict:
+               cache_dir: str = "", progress_path: str | None = None, keep_dir: str | None = None) -> dict:
     """Drive one searcher for ``trials`` trials; return a results.json-shaped dict.
 
     ``ood_history``: for OOD-history, the results.json of the search on the other world.
@@ -521,6 +531,8 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
     ``progress_path``: the search's checkpoint, rewritten after every trial. A search interrupted
     mid-way (Ctrl-C, a session's end) and started again with the same file continues after its
     last finished trial: see :class:`SearchProgress`.
+    ``keep_dir``: ``--keep``'s copy of the run folder; the checkpoint and the replay cache are
+    mirrored there after every trial.
     """
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
     from ray.tune.search import Searcher
@@ -533,6 +545,11 @@ def run_search(bench: Bench, method: Method, *, seed: int, trials: int, ood_hist
     scheduler = (ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=epochs,
                                grace_period=1, reduction_factor=2) if method.scheduler == "asha" else None)
     progress = SearchProgress.load(progress_path, method=method.name, seed=seed, trials=trials)
+    if keep_dir and progress_path:
+        replay_dir = cache_dir or os.path.join(os.path.dirname(bench.frames_root), "llm_replay")
+        work_dir = os.path.dirname(replay_dir)  # keep_dir is its kept copy
+        progress.mirror = os.path.join(keep_dir, os.path.relpath(progress_path, work_dir))
+        progress.replay_mirror = (replay_dir, os.path.join(keep_dir, "llm_replay"))
     started = time.perf_counter() - progress.search_seconds
     rows: list[dict[str, Any]] = []
     best_row, best_final = None, None
@@ -767,9 +784,9 @@ def _bench(work_dir: str, preset: str) -> Bench:
 
 
 def _search_job(work_dir: str, preset: str, method: Method, seed: int, trials: int, ood_history: str | None,
-                progress_path: str | None = None) -> dict:
+                progress_path: str | None = None, keep_dir: str | None = None) -> dict:
     return run_search(_bench(work_dir, preset), method, seed=seed, trials=trials, ood_history=ood_history,
-                      cache_dir=os.path.join(work_dir, "llm_replay"), progress_path=progress_path)
+                      cache_dir=os.path.join(work_dir, "llm_replay"), progress_path=progress_path, keep_dir=keep_dir)
 
 
 def _retrain_job(work_dir: str, preset: str, name: str, classes: list[str], seed: int) -> dict:
@@ -1001,12 +1018,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"epochs, T={geometry.num_frames}, {geometry.resolution}px; searchers driven through the Ray Tune "
                   "Searcher API; ASHA = Ray's ASHAScheduler", flush=True)
 
+        def keep_of(path: str) -> str:
+            return os.path.join(os.path.abspath(args.keep), os.path.relpath(path, out_dir))
+
         def progress(results_path: str) -> str:
-            """A search's checkpoint beside its results; a run without --resume starts afresh."""
+            """A search's checkpoint beside its results; a run without --resume starts afresh.
+            With --resume and --keep, a checkpoint (and replay cache) found only in the kept copy,
+            i.e. from an earlier session's checkout, is brought back first."""
             path = os.path.join(os.path.dirname(results_path), "progress.json")
             if not args.resume and not args.summarize and os.path.exists(path):
                 os.remove(path)
+            if args.resume and args.keep and not os.path.exists(path) and os.path.exists(keep_of(path)):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                shutil.copyfile(keep_of(path), path)
+                log.info("resuming %s from the kept checkpoint %s", path, keep_of(path))
             return path
+
+        if args.resume and args.keep:
+            for work_dir in (out_dir, os.path.join(out_dir, "ood_source")):
+                kept = keep_of(os.path.join(work_dir, "llm_replay"))
+                if os.path.isdir(kept):  # entries this checkout lacks; its own are newer
+                    for folder, _, files in os.walk(kept):
+                        for name in files:
+                            target = os.path.join(work_dir, "llm_replay", os.path.relpath(os.path.join(folder, name), kept))
+                            if not os.path.exists(target):
+                                os.makedirs(os.path.dirname(target), exist_ok=True)
+                                shutil.copyfile(os.path.join(folder, name), target)
+        keep_dir = os.path.abspath(args.keep) if args.keep else None
 
         tasks: list[Task] = []
         ood_dir = os.path.join(out_dir, "ood_source")
@@ -1016,7 +1054,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = Method("icrl", "fifo", llm)
             source_path = os.path.join(ood_dir, "runs", f"{source.slug}_seed0", "results.json")
             tasks.append(Task(f"ood-source:{source.name}", source_path, _search_job,
-                              (ood_dir, args.ood_world, source, 0, args.trials, None, progress(source_path)),
+                              (ood_dir, args.ood_world, source, 0, args.trials, None, progress(source_path),
+                               keep_of(ood_dir) if keep_dir else None),
                               uses_llm=True))
         for seed in range(args.seeds):
             for m in interleaved(methods):
@@ -1025,12 +1064,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     source_key = f"ood-source:{Method('icrl', 'fifo', m.llm).name}"
                     source_path = os.path.join(ood_dir, "runs", f"{Method('icrl', 'fifo', m.llm).slug}_seed0", "results.json")
                     tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
-                                      (out_dir, args.preset, m, seed, budget[m.name], source_path, progress(path)),
+                                      (out_dir, args.preset, m, seed, budget[m.name], source_path, progress(path), keep_dir),
                                       after=source_key,
                                       uses_llm=True, seed=seed))
                 else:
                     tasks.append(Task(f"{m.name}:{seed}", path, _search_job,
-                                      (out_dir, args.preset, m, seed, budget[m.name], None, progress(path)),
+                                      (out_dir, args.preset, m, seed, budget[m.name], None, progress(path), keep_dir),
                                       uses_llm=m.llm is not None, seed=seed))
         methods_by_key = {f"{m.name}:{seed}": m for m in methods for seed in range(args.seeds)}
 
@@ -1056,7 +1095,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_workers=max(1, args.jobs), mp_context=context, initializer=_init_job,
             initargs=(geometry, args.epochs, args.threads))
         try:
-            keep = (lambda path: os.path.join(os.path.abspath(args.keep), os.path.relpath(path, out_dir))) if args.keep else None
+            keep = keep_of if args.keep else None
             run_tasks(tasks, jobs=args.jobs, pool=pool, resume=args.resume, on_done=collect, keep=keep)
             sets = table8_sets(runs, args.preset) if args.table8_seeds else {}
             if sets:

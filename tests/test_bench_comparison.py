@@ -251,6 +251,47 @@ def test_an_interrupted_search_resumes_after_its_last_finished_trial(tmp_path, m
         assert resumed["searcher_stats"]["llm_calls"] == straight["searcher_stats"]["llm_calls"]
 
 
+def test_a_search_cut_by_a_session_end_resumes_from_the_kept_copy_in_a_fresh_checkout(tmp_path, monkeypatch):
+    """--keep mirrors the checkpoint and the LLM replay cache after every trial: a new checkout,
+    with nothing but the kept folder, replays the finished trials and trains only the rest."""
+    import shutil
+
+    import benchmarks.searchers as bench_searchers
+    from benchmarks.searchers import LLMChoice, Method, run_search
+
+    bench = _stand_in_bench()
+    monkeypatch.setattr(bench_searchers, "evaluate_test", lambda bench, class_set, model: {"accuracy": 0.0})
+    method = Method("icrl", "fifo", LLMChoice("fake"))
+    keep = tmp_path / "keep"
+
+    def search(work, interrupt_at=None, keep_dir=None):
+        calls: list = []
+        monkeypatch.setattr(bench_searchers, "run_trial", _stand_in_trial(calls, interrupt_at))
+        try:
+            result = run_search(bench, method, seed=3, trials=8, cache_dir=str(work / "llm_replay"),
+                                progress_path=str(work / "runs" / "icrl_seed3" / "progress.json"), keep_dir=keep_dir)
+        except KeyboardInterrupt:
+            result = None
+        return result, calls
+
+    straight, straight_calls = search(tmp_path / "straight")
+    # The scripted LLM needs no replay cache; a real endpoint's replies (stand-in file) are mirrored.
+    (tmp_path / "session1" / "llm_replay").mkdir(parents=True)
+    (tmp_path / "session1" / "llm_replay" / "icrl_seed3.jsonl").write_text('{"reply": 1}\n')
+    _, calls = search(tmp_path / "session1", interrupt_at=5, keep_dir=str(keep))
+    assert len(calls) == 5
+    kept = json.loads((keep / "runs" / "icrl_seed3" / "progress.json").read_text())
+    assert len(kept["entries"]) == 4
+    assert (keep / "llm_replay" / "icrl_seed3.jsonl").read_text() == '{"reply": 1}\n'
+    # The next session: a fresh checkout holds only the kept folder (what git carried).
+    fresh = tmp_path / "session2"
+    shutil.copytree(keep, fresh)
+    resumed, calls = search(fresh, keep_dir=str(keep))
+    assert calls == straight_calls[4:]  # trials 1-4 replayed, the cut 5th and the rest trained
+    assert resumed["benchmark"]["checkpointed_trials"] == 4
+    assert [t["classes"] for t in resumed["trials"]] == [t["classes"] for t in straight["trials"]]
+
+
 def test_a_checkpoint_of_another_search_or_a_corrupt_one_is_ignored_and_logged(tmp_path, monkeypatch, caplog):
     import benchmarks.searchers as bench_searchers
     from benchmarks.searchers import Method, SearchProgress, run_search
