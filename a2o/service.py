@@ -187,7 +187,18 @@ def _trial_callback_class():
             for index, trial in enumerate(trials):  # restored trials keep their numbers
                 self.numbers.setdefault(trial.trial_id, index + 1)
 
+        def _seed_best(self, trials) -> None:
+            """After a resume, the best so far comes from the restored finished trials."""
+            if self.best is not None:
+                return
+            for other in trials:
+                acc = (other.last_result or {}).get("val_accuracy")
+                if (other.status == "TERMINATED" and isinstance(acc, (int, float)) and math.isfinite(acc)
+                        and (self.best is None or acc > self.best[0])):
+                    self.best = (float(acc), list(other.config.get("classes") or []))
+
         def on_trial_start(self, iteration, trials, trial, **info):
+            self._seed_best(trials)
             number = self._number(trial, trials)
             classes = list(trial.config.get("classes") or [])
             source = str(trial.config.get("proposal_source", "-"))

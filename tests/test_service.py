@@ -108,6 +108,8 @@ def test_search_interrupt_then_resume(ray_local, tmp_path, monkeypatch, capsys):
     log_text = "".join(p.read_text() for p in (tmp_path / "run" / "logs").glob("search-*.log"))
     numbers = re.findall(r"\[trial +(\d+)\] started +" + re.escape(", ".join(trials[2]["classes"])), log_text)
     assert numbers == ["3"], numbers
+    # ... and compares them with the best restored trial, not "first set" again
+    assert log_text.count("first set:") == 1, log_text.count("first set:")
     assert "sk-secret-do-not-log" not in (root / "results.json").read_text()
     # Maps of classes seen before the interrupt are reused, not recomputed.
     assert trials[2]["maps_reused"] > 0
