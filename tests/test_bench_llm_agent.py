@@ -179,3 +179,28 @@ def test_embedded_model_one_sample(tmp_path, capsys):
     assert (sample["llm"], sample["model"], sample["kind"]) == ("embedded", name, "embedded")
     assert sample["llm_calls"] >= 1 and sample["tokens"] > 0 and sample["replies"][0]["text"]
     assert cells(capsys.readouterr().out, "embedded")[1:3] == [name, "1"]
+
+
+def test_proposal_audit_scores_classes_and_the_replys_own_uses(tmp_path):
+    """The audit of a comparison's replay cache: a reply that knows the objects in `uses` but
+    proposes category words scores 0 in classes and > 0 in uses, and is counted as skipping them."""
+    import json
+
+    from benchmarks.llm_agent import World
+    from benchmarks.proposal_audit import audit
+
+    world = World.load("household")
+    knows = {"uses": [{"action": world.action_names[0], "object": "whisk"},
+                      {"action": world.action_names[1], "object": "hammer"}], "classes": ["tools", "utensils"]}
+    proposes = {"uses": [{"action": world.action_names[0], "object": "whisk"}], "classes": ["whisk", "hammer"]}
+    lines = [json.dumps({"text": json.dumps(knows)}), json.dumps({"text": json.dumps(proposes)}), '{"text": "tor']
+    (tmp_path / "icrl_seed0.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "static_seed1.jsonl").write_text(json.dumps({"text": "whisk\nrug"}) + "\n")
+    rows = {r["method"]: r for r in audit(str(tmp_path), world)}
+    icrl, static = rows["icrl"], rows["static"]
+    n = len(world.objects)
+    assert icrl["replies"] == 2 and icrl["seeds"] == [0]  # the torn line is skipped
+    assert abs(icrl["recall_classes"] - (0 + 2 / n) / 2) < 1e-9
+    assert abs(icrl["recall_uses"] - (2 / n + 1 / n) / 2) < 1e-9
+    assert icrl["unknown_share"] == 2 / 4 and icrl["no_own_uses_share"] == 0.5
+    assert static["recall_uses"] is None and static["recall_classes"] == 1 / n
