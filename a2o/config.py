@@ -285,6 +285,12 @@ class SearchConfig:
     confusion_feedback: bool = _f(
         True, "ICRL searchers: the prompt's history names each trial's 3 most confused action pairs."
     )
+    fill_from_uses: bool = _f(
+        False,
+        "ICRL searchers with the small prompt and structured output: fill each proposed set up to the "
+        "target count with the objects the reply itself named per action (its 'uses' pairs) and left out. "
+        "Opt-in until benchmarks/searchers.py (icrl-uses) shows it helps.",
+    )
     screen_candidates: int = _f(
         1,
         "ICRL searchers: K > 1 asks the LLM for K candidate sets per iteration, scores each with the "

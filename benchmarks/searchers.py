@@ -65,7 +65,7 @@ TASK = ("A2O-Synth household: short, low-resolution, top-down clips of someone d
 LLM_SEARCHERS = ("icrl", "static", "pool", "ood", "hybrid")
 BASELINES = ("optuna", "optuna-slots", "random")  # LLM-free: the longer budget (--baseline-trials)
 ALL_SEARCHERS = (*LLM_SEARCHERS, *BASELINES)
-OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold", "icrl-noconf", "icrl-k4", "icrl-k8")  # run when asked for
+OPTIONAL_SEARCHERS = ("icrl-df", "icrl-cold", "icrl-noconf", "icrl-uses", "icrl-k4", "icrl-k8")  # run when asked for
 DEFAULT_ASHA = ("icrl", "random")
 # ICRL variants tried when ICRL misses a bar (opt-in: --searchers icrl-df,icrl-cold,icrl-noconf):
 # name -> (registered searcher, search-config changes, llm-config changes)
@@ -74,6 +74,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "icrl-df": ("icrl", {"detection_feedback": True}, {}),  # names the classes the detector never found
     "icrl-cold": ("icrl", {}, {"temperature": 0.2}),  # benchmarks/llm_agent.py: best first-proposal recall
     "icrl-noconf": ("icrl", {"confusion_feedback": False}, {}),  # the paper's history: is the feedback worth it?
+    # benchmarks/proposal_audit.py: the model names the objects in its uses pairs, then proposes category words
+    "icrl-uses": ("icrl", {"fill_from_uses": True}, {}),
     # screened ICRL (issue: K candidates per iteration, the map-only proxy picks the one to train)
     # (a K-set reply is longer: llm.max_tokens must fit it, searchers.screening.tokens_needed)
     "icrl-k4": ("icrl", {"screen_candidates": 4}, {"max_tokens": 768}),

@@ -114,6 +114,8 @@ def searcher_from_config(
         kwargs.update(prompt=llm.prompt, prompt_template=llm.prompt_template or None,
                       detection_feedback=search.detection_feedback,
                       confusion_feedback=search.confusion_feedback)
+        if getattr(search, "fill_from_uses", False):
+            kwargs["fill_from_uses"] = True
     if getattr(search, "screen_candidates", 1) > 1:  # the proxy comes in options["screen"]
         from a2o.errors import ConfigError
         from searchers.screening import tokens_needed

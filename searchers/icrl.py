@@ -28,7 +28,7 @@ from searchers import prompting
 from searchers.base import LLMSetSearcher
 from searchers.fallback import fallback_class_set
 from searchers.llm_client import classes_response_format, uses_response_format
-from searchers.parsing import parse_reply
+from searchers.parsing import parse_reply, parse_reply_filled
 from searchers.proposer import Job, LLMArg, Proposal, Proposer, Request
 from searchers.screening import (
     CandidateRequest,
@@ -102,6 +102,10 @@ class ICRLSearcher(LLMSetSearcher):
             clip (a trial's ``class_coverage``, :mod:`a2o.detect.coverage`): an absent object is a
             dead channel, which the accuracy alone does not reveal. Off by default (opt-in until the
             searcher comparison shows it helps).
+        fill_from_uses: With the small prompt's ``uses`` pairs (structured output), a reply's set is
+            filled up to the target count with the objects of its own pairs that it left out
+            (:func:`searchers.parsing.parse_reply_filled`). Off by default (opt-in until the
+            comparison measures it: ``icrl-uses`` in benchmarks/searchers.py).
         confusion_feedback: Each history entry names the 3 most confused action pairs of the trial
             ("stirring mistaken for whisking 35%"), beyond the paper's class-wise accuracy.
         screen_candidates: K > 1 asks the LLM for K different sets per iteration, scores each with
@@ -177,6 +181,7 @@ class ICRLSearcher(LLMSetSearcher):
         confusion_feedback: bool = True,
         screen_candidates: int = 1,
         screen: Optional[Any] = None,
+        fill_from_uses: bool = False,
     ):
         super().__init__(metric=metric, mode=check_mode(mode))
         if not action_names:
@@ -205,6 +210,7 @@ class ICRLSearcher(LLMSetSearcher):
         self.hyperparameters = hyperparameters
         self.detection_feedback = bool(detection_feedback)
         self.confusion_feedback = bool(confusion_feedback)
+        self.fill_from_uses = bool(fill_from_uses)
 
         if int(screen_candidates) > 1 and not show_history:
             raise ValueError("screening needs the history (show_history=True): the LLM learns from the proxy scores")
@@ -273,7 +279,10 @@ class ICRLSearcher(LLMSetSearcher):
             messages=({"role": "user", "content": self.build_prompt()},),
             seed=self.seed + len(self.tried),
             tried=frozenset(c.as_frozenset() for c in self.tried),
-            parse=functools.partial(parse_reply, action_names=self.action_names, max_classes=self.max_classes),
+            parse=(functools.partial(parse_reply_filled, action_names=self.action_names, max_classes=self.max_classes,
+                                     fill_to=self.target_classes)
+                   if getattr(self, "fill_from_uses", False) and self.ask_uses
+                   else functools.partial(parse_reply, action_names=self.action_names, max_classes=self.max_classes)),
             response_format=schema,
             format_instructions=(self._instructions() if screener is not None
                                  else prompting.format_instructions(self.response_format)),

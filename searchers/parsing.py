@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from a2o.detect.classes import MAX_RAW_CHARS, ClassSet, normalise_text, validate_class_text
 from a2o.errors import ClassTextError
@@ -139,6 +139,34 @@ def parse_reply(
         if len(kept) >= max_classes:
             break
     return ParsedReply(ClassSet(tuple(kept)), tuple(rejected))
+
+
+def reply_uses(text: str, *, action_names: Iterable[str] = (), max_classes: int) -> Optional[ClassSet]:
+    """The objects of a small-prompt reply's own ``uses`` pairs (action -> object), checked by the
+    class-text rule like any class; None when the reply has no ``uses`` list."""
+    data = reply_json(text)
+    uses = data.get("uses") if isinstance(data, dict) else None
+    if not isinstance(uses, list):
+        return None
+    objects = [str(u["object"]) for u in uses if isinstance(u, dict) and isinstance(u.get("object"), (str, int, float))]
+    return parse_reply(json.dumps({"classes": objects}), action_names=action_names, max_classes=max_classes).class_set
+
+
+def parse_reply_filled(text: str, *, action_names: Iterable[str] = (), max_classes: int, fill_to: int) -> ParsedReply:
+    """``parse_reply``, then the set is filled up to ``fill_to`` classes with the objects of the
+    reply's own ``uses`` pairs that it left out (``search.fill_from_uses``): the model's own words,
+    from the same reply, for a model that names the right objects per action and then proposes
+    category words ("tools", "utensils") that no detector finds."""
+    action_names = tuple(action_names)
+    parsed = parse_reply(text, action_names=action_names, max_classes=max_classes)
+    uses = reply_uses(text, action_names=action_names, max_classes=max(max_classes, 1) * 4)
+    kept = list(parsed.class_set)
+    for obj in uses or ():
+        if len(kept) >= min(fill_to, max_classes):
+            break
+        if obj not in kept:
+            kept.append(obj)
+    return ParsedReply(ClassSet(tuple(kept)) if kept else parsed.class_set, parsed.rejected)
 
 
 def parse_class_reply(text: str, *, action_names: Iterable[str] = (), max_classes: int,

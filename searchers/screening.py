@@ -20,7 +20,6 @@ when the LLM's first candidate goes to the trial and the suggestion says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pickle
@@ -32,7 +31,7 @@ from typing import Any, Optional
 
 from a2o.detect.classes import ClassSet
 from a2o.errors import ClassTextError
-from searchers.parsing import clean_phrase, normalise_text, reply_json, strip_fence
+from searchers.parsing import clean_phrase, normalise_text, reply_json, reply_uses, strip_fence
 from searchers.proposer import Exchange, Request
 
 __all__ = [
@@ -162,14 +161,8 @@ def uses_candidate(text: str, *, action_names: Iterable[str] = (), max_classes: 
     and then left most of them out of its 4 candidates (household, seed 0), so the pairs' objects are
     screened too: they are the model's own words in the same reply, checked by the same rule.
     """
-    data = reply_json(text)
-    uses = data.get("uses") if isinstance(data, dict) else None
-    if not isinstance(uses, list):
-        return None
-    objects = [str(u["object"]) for u in uses if isinstance(u, dict) and isinstance(u.get("object"), (str, int, float))]
-    sets, _ = parse_candidates(json.dumps({"candidates": [objects]}), action_names=action_names,
-                               max_classes=max_classes, k=1)
-    return sets[0] if sets else None
+    uses = reply_uses(text, action_names=action_names, max_classes=max_classes)
+    return uses if uses else None
 
 
 @dataclass(frozen=True)

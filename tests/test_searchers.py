@@ -8,6 +8,7 @@ suggestions" can be checked end to end.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import pickle
@@ -500,6 +501,34 @@ def test_small_prompt_with_structured_output_asks_for_action_object_pairs_first(
     assert paper.request().response_format["json_schema"]["schema"]["required"] == ["classes"]
     text_small = ICRLSearcher(llm=None, action_names=actions, max_classes=4, prompt="small", response_format="text")
     assert text_small.request().response_format is None and '"uses"' not in text_small.build_prompt()
+
+
+def test_fill_from_uses_completes_a_set_of_category_words_with_the_replys_own_objects(server):
+    """search.fill_from_uses: the 1.5B model named the objects per action, then proposed "tools".
+    The set is filled up to the target count with its own objects, each checked by the class rule
+    (an action name, a path or a duplicate never gets in); off, the reply's classes stand alone."""
+    from a2o.config import SearchConfig
+    from searchers.parsing import parse_reply_filled
+
+    actions = ["stirring", "sweeping", "chopping"]
+    reply = json.dumps({"uses": [{"action": "stirring", "object": "Spoon"}, {"action": "sweeping", "object": "../etc"},
+                                 {"action": "chopping", "object": "chopping"}, {"action": "chopping", "object": "knife"},
+                                 {"action": "sweeping", "object": "tools"}, {"action": "sweeping", "object": "broom"}],
+                        "classes": ["tools", "utensils"]})
+    filled = parse_reply_filled(reply, action_names=actions, max_classes=4, fill_to=4)
+    assert list(filled.class_set) == ["tools", "utensils", "spoon", "knife"]
+    assert list(parse_reply_filled(reply, action_names=actions, max_classes=8, fill_to=8).class_set) == [
+        "tools", "utensils", "spoon", "knife", "broom"]
+    assert list(parse_reply_filled('{"classes": ["mop"]}', action_names=actions, max_classes=4, fill_to=4).class_set) == ["mop"]
+
+    server.script = [reply]
+    on = ICRLSearcher(llm=spec(server.url), action_names=actions, max_classes=4, prompt="small",
+                      response_format="json_schema", fill_from_uses=True)
+    assert suggest(on, "a")["classes"] == ["tools", "utensils", "spoon", "knife"]
+    server.script = [reply]
+    off = ICRLSearcher(llm=spec(server.url), action_names=actions, max_classes=4, prompt="small", response_format="json_schema")
+    assert suggest(off, "a")["classes"] == ["tools", "utensils"]
+    assert SearchConfig().fill_from_uses is False  # opt-in until the comparison measures it
 
 
 # ------------------------------------------------------------------ composition: the parts
