@@ -1,11 +1,12 @@
-"""Resume and faults on real object storage and on two nodes (slow: 2-4 minutes each).
+"""Resume and faults on real object storage and on two nodes (2-4 minutes each).
 
 Each test runs one scenario of ``benchmarks/reliability.py`` (the product's CLI in its own
 processes, an S3 server on loopback, Ray's multi-node test cluster) and checks what the scenario
 counted: no trial lost or repeated, no map entry written twice (bucket versioning counts every
-write), no corrupt entry, no lock left behind. The default tier covers the same map cache and locks
-on S3 in seconds (tests/test_object_store.py) and the resume against a new LLM port
-(tests/test_service.py).
+write), no corrupt entry, no lock left behind. The bucket resume runs in the default tier (about 2.5
+minutes: it fits CI's time); the node and shared-cache scenarios are ``slow`` (about 3 minutes
+each). The default tier also covers the map cache and its locks on S3 in seconds
+(tests/test_object_store.py) and the resume against a new LLM port (tests/test_service.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ pytest.importorskip("s3fs", reason="needs s3fs and moto: make install (dev extra
 pytest.importorskip("moto.server", reason="needs moto[server]: make install (dev extras)")
 
 from benchmarks import reliability  # noqa: E402
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +42,7 @@ def test_search_on_s3_resumes_from_the_bucket_alone(tmp_path):
     assert [t["source"] for t in result.trials] == ["llm"] * 3
 
 
+@pytest.mark.slow
 def test_worker_node_killed_mid_trial_loses_and_repeats_nothing(tmp_path):
     result = reliability.scenario_node(tmp_path)
     _no_loss(result, 4)
@@ -50,6 +50,7 @@ def test_worker_node_killed_mid_trial_loses_and_repeats_nothing(tmp_path):
     assert any("1 trial(s) retried" in note or "2 trial(s) retried" in note for note in result.notes), result.notes
 
 
+@pytest.mark.slow
 def test_two_searches_share_one_s3_map_cache(tmp_path):
     result = reliability.scenario_shared(tmp_path)
     _no_loss(result, 4)
